@@ -1,0 +1,75 @@
+# fixsecure — `make demo` and `make test` are the two commands a fresh machine needs.
+# Everything a test needs is installed from here: the venv, pip packages, Debian packages and the
+# QuickFIX wheel (built once, cached outside the checkout because CI starts from a fresh clone).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+QUICKFIX_VERSION := 1.16.0
+WHEELS ?= $(HOME)/.cache/fixsecure/wheels
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint typecheck check-static unit test test-fast fuzz demo bench quickfix sysdeps clean
+
+help:
+	@echo "make demo      encrypted session against the test counterparty, shows the wire"
+	@echo "make test      ruff + mypy --strict + the whole pytest suite (interop and slow included)"
+	@echo "make test-fast the suite without tests marked slow"
+	@echo "make fuzz      longer fuzzing of the decoder and handshake (FUZZ_SECONDS=600)"
+	@echo "make bench     fixsecure bench core"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check fixsecure tests examples benchmarks
+
+typecheck: venv
+	$(BIN)/mypy --strict fixsecure
+
+check-static: lint typecheck
+
+# Debian packages the tests use (stunnel4 is the TLS baseline of the proxy benchmarks).
+sysdeps:
+	@command -v stunnel4 >/dev/null 2>&1 || { \
+	  echo "installing Debian package stunnel4"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq stunnel4 >/dev/null; }
+
+# QuickFIX C++ with its Python binding: no wheel on PyPI for this Python, so it is compiled once
+# (~5 min, ~1.3 GB RAM) into $(WHEELS); later runs, fresh clones included, install from there.
+quickfix: venv
+	@$(BIN)/python -c 'import quickfix' 2>/dev/null || { \
+	  mkdir -p $(WHEELS); \
+	  ls $(WHEELS)/quickfix-$(QUICKFIX_VERSION)-*.whl >/dev/null 2>&1 || \
+	    echo "building the quickfix $(QUICKFIX_VERSION) wheel once (about 5 minutes), cached in $(WHEELS)"; \
+	  $(BIN)/python -m pip wheel -q --no-deps --find-links $(WHEELS) -w $(WHEELS) quickfix==$(QUICKFIX_VERSION) && \
+	  $(BIN)/python -m pip install -q --no-index --find-links $(WHEELS) quickfix==$(QUICKFIX_VERSION); }
+
+unit: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: check-static sysdeps quickfix
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: check-static
+	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+FUZZ_SECONDS ?= 600
+fuzz: venv
+	FIXSECURE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest tests/test_fuzz.py -q
+
+demo: venv
+	$(BIN)/fixsecure demo
+
+bench: venv
+	$(BIN)/fixsecure bench core
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -1,0 +1,97 @@
+"""The exceptions fixsecure raises.
+
+::
+
+    FixSecureError
+    ├── ConfigError              a settings or key file is unusable (names file, section, key)
+    │   └── KeyFileError         a key file is missing, malformed, of the wrong type or too open
+    └── ProtocolError
+        ├── FramingError         bytes that are not a well-formed FIX message
+        ├── LocalProtocolError   the local side (engine or API caller) did something wrong
+        ├── RemoteProtocolError  the peer sent something unacceptable; the connection is over
+        └── LimitExceeded        a key-usage cap was reached; the connection is over
+
+A :class:`RemoteProtocolError` carries a detailed reason for the local log in ``detail``. What the
+peer sees is always the same: the connection closes with nothing more sent. Nothing in any message
+here contains key material or message bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ConfigError",
+    "FixSecureError",
+    "FramingError",
+    "KeyFileError",
+    "LimitExceeded",
+    "LocalProtocolError",
+    "ProtocolError",
+    "RemoteProtocolError",
+]
+
+
+class FixSecureError(Exception):
+    """Base class of every error fixsecure raises on purpose."""
+
+
+class ConfigError(FixSecureError):
+    """A settings or key file cannot be used; the message names the file, section and key."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        section: str | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = None if path is None else Path(path)
+        self.section = section
+        self.key = key
+        where = ": ".join(
+            part
+            for part in (
+                None if self.path is None else str(self.path),
+                section,
+                key,
+            )
+            if part
+        )
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class KeyFileError(ConfigError):
+    """A key file is missing, malformed, of the wrong type, or readable by group/others."""
+
+
+class ProtocolError(FixSecureError):
+    """Something on a connection broke the FIX or fixsecure rules."""
+
+
+class FramingError(ProtocolError):
+    """Bytes that are not a well-formed FIX message (``offset`` locates the problem)."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} (at byte {offset})")
+
+
+class LocalProtocolError(ProtocolError):
+    """The local engine or API caller did something the protocol does not allow."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something unacceptable. ``detail`` is for the local log only."""
+
+    UNIFORM = "fixsecure: connection rejected"
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class LimitExceeded(ProtocolError):
+    """A per-connection key-usage cap was reached; a fresh handshake is required."""
