@@ -9,7 +9,11 @@
         ├── FramingError         bytes that are not a well-formed FIX message
         ├── LocalProtocolError   the local side (engine or API caller) did something wrong
         ├── RemoteProtocolError  the peer sent something unacceptable; the connection is over
-        └── LimitExceeded        a key-usage cap was reached; the connection is over
+        ├── LimitExceeded        a key-usage cap was reached; the connection is over
+        └── NoiseError           the Noise layer refused something (hazmat level)
+            ├── DecryptError     AEAD authentication failed
+            ├── InvalidPublicKey a peer public key is malformed, off the curve or of small order
+            └── NonceExhausted   a CipherState reached the reserved nonce 2^64-1
 
 A :class:`RemoteProtocolError` carries a detailed reason for the local log in ``detail``. What the
 peer sees is always the same: the connection closes with nothing more sent. Nothing in any message
@@ -22,11 +26,15 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
+    "DecryptError",
     "FixSecureError",
     "FramingError",
+    "InvalidPublicKey",
     "KeyFileError",
     "LimitExceeded",
     "LocalProtocolError",
+    "NoiseError",
+    "NonceExhausted",
     "ProtocolError",
     "RemoteProtocolError",
 ]
@@ -95,3 +103,19 @@ class RemoteProtocolError(ProtocolError):
 
 class LimitExceeded(ProtocolError):
     """A per-connection key-usage cap was reached; a fresh handshake is required."""
+
+
+class NoiseError(ProtocolError):
+    """The Noise layer refused an operation. Sessions report these to the peer uniformly."""
+
+
+class DecryptError(NoiseError):
+    """AEAD authentication failed: wrong key, tampered bytes, or replayed/reordered data."""
+
+
+class InvalidPublicKey(NoiseError):
+    """A peer public key is malformed, not on the curve, or of small order."""
+
+
+class NonceExhausted(NoiseError):
+    """A CipherState reached the nonce value Noise reserves (2^64-1)."""

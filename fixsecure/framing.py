@@ -1,0 +1,221 @@
+"""FIX framing: a byte stream in, complete validated messages out.
+
+A message is ``8=<BeginString><SOH>9=<BodyLength><SOH>`` + BodyLength bytes + ``10=<nnn><SOH>``.
+The framer trusts nothing: BeginString must come first and BodyLength second, BodyLength must be
+canonical decimal (no sign, no leading zero) and the CheckSum three digits matching the sum of
+every preceding byte modulo 256. A message larger than ``max_message_size`` is refused as soon as
+its BodyLength is read, so a peer cannot make the framer buffer more than that.
+
+Values are never split on SOH here: BodyLength alone delimits a message, so data fields containing
+SOH pass through untouched. :func:`iter_fields` is the (slower) field-level view used by tools and
+tests; it follows FIX's length-prefixed data fields.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from typing import Final
+
+from fixsecure.errors import FramingError
+
+__all__ = [
+    "DATA_FIELDS",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "SOH",
+    "Framer",
+    "checksum",
+    "frame_one",
+    "iter_fields",
+]
+
+SOH: Final = b"\x01"
+DEFAULT_MAX_MESSAGE_SIZE: Final = 1 << 20
+
+#: Length field -> the data field it announces. The data field must follow it immediately and
+#: may contain any byte, SOH included.
+DATA_FIELDS: Final[dict[int, int]] = {
+    90: 91,  # SecureDataLen / SecureData
+    93: 89,  # SignatureLength / Signature
+    95: 96,  # RawDataLength / RawData
+    212: 213,  # XmlDataLen / XmlData
+    348: 349,  # EncodedIssuerLen / EncodedIssuer
+    350: 351,  # EncodedSecurityDescLen / EncodedSecurityDesc
+    352: 353,  # EncodedListExecInstLen / EncodedListExecInst
+    354: 355,  # EncodedTextLen / EncodedText
+    356: 357,  # EncodedSubjectLen / EncodedSubject
+    358: 359,  # EncodedHeadlineLen / EncodedHeadline
+    360: 361,  # EncodedAllocTextLen / EncodedAllocText
+    362: 363,  # EncodedUnderlyingIssuerLen / EncodedUnderlyingIssuer
+    364: 365,  # EncodedUnderlyingSecurityDescLen / EncodedUnderlyingSecurityDesc
+    445: 446,  # EncodedListStatusTextLen / EncodedListStatusText
+    618: 619,  # EncodedLegIssuerLen / EncodedLegIssuer
+    621: 622,  # EncodedLegSecurityDescLen / EncodedLegSecurityDesc
+    1184: 1185,  # SecurityXMLLen / SecurityXML
+}
+
+_MAX_BEGIN_STRING: Final = 16  # "FIXT.1.1" is 8; a little slack, then it is garbage
+_MAX_LENGTH_DIGITS: Final = 10
+_TRAILER_LEN: Final = 7  # b"10=nnn\x01"
+_CHUNK: Final = 256  # adler32's first sum is exact below 65521: 256 * 255 + 1 fits
+
+
+def checksum(data: bytes | bytearray | memoryview) -> int:
+    """Sum of all bytes modulo 256 (FIX CheckSum), computed in C via adler32 on 256-byte chunks."""
+    view = memoryview(data)
+    total = 0
+    for start in range(0, len(view), _CHUNK):
+        total += (zlib.adler32(view[start : start + _CHUNK]) & 0xFFFF) - 1
+    return total & 0xFF
+
+
+def _digits(buf: bytes | bytearray, start: int, end: int) -> int | None:
+    field = buf[start:end]
+    if not field.isdigit() or (len(field) > 1 and field[0] == 0x30):
+        return None
+    return int(field)
+
+
+def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int | None:
+    """Validate the message starting at ``buf[start]``; return its end, or None if incomplete.
+
+    Raises :class:`FramingError` as soon as the available bytes cannot be the start of a valid
+    message, before waiting for more of them.
+    """
+    available = len(buf) - start
+    if available <= 0:
+        return None
+    prefix = b"8="[:available]
+    if buf[start : start + len(prefix)] != prefix:
+        raise FramingError("message does not start with BeginString(8)", start)
+    soh = buf.find(SOH, start, start + 2 + _MAX_BEGIN_STRING + 1)
+    if soh < 0:
+        if available > 2 + _MAX_BEGIN_STRING:
+            raise FramingError("BeginString(8) is not terminated", start)
+        return None
+    if soh == start + 2:
+        raise FramingError("BeginString(8) is empty", start)
+    length_start = soh + 1
+    prefix = b"9="[: len(buf) - length_start]
+    if buf[length_start : length_start + len(prefix)] != prefix:
+        raise FramingError("second field is not BodyLength(9)", length_start)
+    length_end = buf.find(SOH, length_start + 2, length_start + 2 + _MAX_LENGTH_DIGITS + 1)
+    if length_end < 0:
+        if len(buf) - length_start > 2 + _MAX_LENGTH_DIGITS:
+            raise FramingError("BodyLength(9) is not terminated", length_start)
+        return None
+    body_length = _digits(buf, length_start + 2, length_end)
+    if body_length is None:
+        raise FramingError("BodyLength(9) is not a canonical decimal number", length_start)
+    body_start = length_end + 1
+    trailer = body_start + body_length
+    end = trailer + _TRAILER_LEN
+    if end - start > max_message_size:
+        raise FramingError(
+            f"message of {end - start} bytes exceeds the limit of {max_message_size}", start
+        )
+    if len(buf) < end:
+        return None
+    if buf[trailer : trailer + 3] != b"10=" or buf[end - 1] != 1:
+        raise FramingError("BodyLength(9) does not end at CheckSum(10)", trailer)
+    if body_length and buf[trailer - 1] != 1:
+        raise FramingError("field before CheckSum(10) is not terminated", trailer - 1)
+    declared = buf[trailer + 3 : end - 1]
+    if not declared.isdigit():
+        raise FramingError("CheckSum(10) is not three digits", trailer)
+    if int(declared) != checksum(memoryview(buf)[start:trailer]):
+        raise FramingError("CheckSum(10) does not match", trailer)
+    return end
+
+
+class Framer:
+    """Incremental framer: :meth:`feed` bytes, then take messages with :meth:`next_message`.
+
+    Messages come out one at a time so that a malformed message never costs the valid ones before
+    it. Errors are sticky: after a :class:`FramingError` the stream cannot be resynchronised
+    safely, so every later call raises the same error.
+    """
+
+    __slots__ = ("_buf", "_error", "_pos", "max_message_size")
+
+    def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
+        if max_message_size < 32:
+            raise ValueError("max_message_size is too small for any FIX message")
+        self.max_message_size = max_message_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._error: FramingError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as a message."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes from the stream."""
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_message(self) -> bytes | None:
+        """The next complete message, or None until more bytes are fed."""
+        if self._error is not None:
+            raise self._error
+        try:
+            end = frame_one(self._buf, self._pos, self.max_message_size)
+        except FramingError as exc:
+            self._error = exc
+            raise
+        if end is None:
+            return None
+        message = bytes(self._buf[self._pos : end])
+        self._pos = end
+        return message
+
+    def close(self) -> None:
+        """End of stream: raise :class:`FramingError` if a partial message is buffered."""
+        if self._error is not None:
+            raise self._error
+        if self.buffered:
+            self._error = FramingError(
+                f"stream ended inside a message ({self.buffered} bytes buffered)"
+            )
+            raise self._error
+
+
+def iter_fields(message: bytes) -> Iterator[tuple[int, bytes]]:
+    """Yield ``(tag, value)`` for every field of one framed message, data fields included."""
+    pos = 0
+    end = len(message)
+    data_length: int | None = None
+    data_tag = 0
+    while pos < end:
+        eq = message.find(b"=", pos)
+        if eq < 0:
+            raise FramingError("field without '='", pos)
+        raw_tag = message[pos:eq]
+        if not raw_tag.isdigit() or raw_tag[0] == 0x30:
+            raise FramingError(f"tag {raw_tag!r} is not a positive number", pos)
+        tag = int(raw_tag)
+        if data_length is not None and tag == data_tag:
+            stop = eq + 1 + data_length
+            if message[stop : stop + 1] != SOH:
+                raise FramingError(f"data field {tag} does not match its declared length", eq)
+            yield tag, message[eq + 1 : stop]
+            pos = stop + 1
+            data_length = None
+            continue
+        soh = message.find(SOH, eq)
+        if soh < 0:
+            raise FramingError(f"field {tag} is not terminated", pos)
+        value = message[eq + 1 : soh]
+        yield tag, value
+        if tag in DATA_FIELDS:
+            if not value.isdigit():
+                raise FramingError(f"length field {tag} is not a number", eq)
+            data_length = int(value)
+            data_tag = DATA_FIELDS[tag]
+        else:
+            data_length = None
+        pos = soh + 1

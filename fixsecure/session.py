@@ -1,0 +1,705 @@
+"""One fixsecure connection, sans-IO: plaintext FIX from the local side, wire bytes from the net.
+
+::
+
+    session = Session.initiator(config)            # or Session.acceptor(directory)
+    wire = session.send(plaintext_message)         # one complete FIX message -> bytes for the peer
+    for event in session.receive(network_bytes):   # bytes from the peer -> events
+        ...                                        # MessageReceived, HandshakeComplete, ...
+    session.receive_eof()                          # the peer closed: ConnectionClosed(clean=...)
+
+No sockets, no threads, and no clock or randomness it is not given (``clock`` returns nanoseconds
+since the epoch; ``ephemeral`` makes the handshake's ephemeral key pairs). States and transitions
+live in :mod:`fixsecure.state`; byte layouts in :mod:`fixsecure.wire`; Noise in
+:mod:`fixsecure.noise`. Section numbers below refer to the protocol, ``specs/fixsecure-v1.md``.
+
+Errors: a bad local message raises :class:`LocalProtocolError` (nothing is sent for it; the session
+stays usable). A bad network message ends the session with a :class:`ConnectionFailed` event whose
+``reason`` is for the local log only: the adapter closes the connection without sending anything.
+Messages that arrived before the bad one are still delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from fixsecure import wire
+from fixsecure.errors import (
+    ConfigError,
+    FramingError,
+    LimitExceeded,
+    LocalProtocolError,
+    NoiseError,
+)
+from fixsecure.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer, frame_one
+from fixsecure.noise import (
+    CipherState,
+    DHFunctions,
+    HandshakeState,
+    KeyPair,
+    NoiseProtocol,
+    parse_protocol_name,
+)
+from fixsecure.replay import ReplayStore
+from fixsecure.sessionid import SessionID
+from fixsecure.state import Input, Role, State, next_state
+from fixsecure.suites import DEFAULT_SUITE, is_suite
+from fixsecure.wire import WireError
+
+__all__ = [
+    "MAX_BYTES",
+    "MAX_MESSAGES",
+    "REKEY_INTERVAL",
+    "AcceptorDirectory",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "Event",
+    "HandshakeComplete",
+    "LogonAccepted",
+    "MessageReceived",
+    "Session",
+    "SessionConfig",
+]
+
+REKEY_INTERVAL: Final = 1 << 20  # implicit Rekey() after every 2^20 messages per direction
+MAX_MESSAGES: Final = 1 << 24  # per direction of a connection (§8.3)
+MAX_BYTES: Final = 1 << 36  # plaintext body bytes per direction of a connection
+_NS: Final = 1_000_000_000
+_HANDSHAKE_FIELDS: Final = [98, wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91]
+_MARKERS: Final = {wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91}
+
+Clock = Callable[[], int]
+Ephemeral = Callable[[DHFunctions], KeyPair]
+
+
+def _fresh_ephemeral(dh: DHFunctions) -> KeyPair:
+    return dh.generate_keypair()
+
+
+# ------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What one side knows about one session: identity, suite, keys and limits.
+
+    ``own_keys`` and ``peer_keys`` hold one entry each, or (acceptor, during key rotation) two.
+    A session without keys can only run in plaintext, and only if ``required`` is False.
+    """
+
+    session_id: SessionID
+    suite: str = DEFAULT_SUITE
+    own_keys: tuple[KeyPair, ...] = ()
+    peer_keys: tuple[bytes, ...] = ()
+    required: bool = True
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    logon_window: float = 60.0
+    logon_future_skew: float = 10.0
+    protocol: NoiseProtocol = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = str(self.session_id)
+        if not is_suite(self.suite):
+            raise ConfigError(f"unknown suite {self.suite!r}", section=where)
+        protocol = parse_protocol_name(self.suite)
+        object.__setattr__(self, "protocol", protocol)
+        if len(self.own_keys) > 2 or len(self.peer_keys) > 2:
+            raise ConfigError("at most two own keys and two peer keys", section=where)
+        if bool(self.own_keys) != bool(self.peer_keys):
+            raise ConfigError("own and peer keys must be given together", section=where)
+        if self.required and not self.own_keys:
+            raise ConfigError("encryption is required but the session has no keys", section=where)
+        for pair in self.own_keys:
+            try:
+                protocol.dh.keypair(pair.private)
+            except TypeError as exc:
+                raise ConfigError(
+                    f"own key does not fit {self.suite}: {exc}", section=where
+                ) from None
+        own_publics = {pair.public for pair in self.own_keys}
+        for public in self.peer_keys:
+            try:
+                protocol.dh.validate_public(public)
+            except NoiseError as exc:
+                raise ConfigError(f"peer key unusable: {exc}", section=where) from None
+            if public in own_publics:
+                raise ConfigError(
+                    "the pinned peer key is our own public key (same key on both ends)",
+                    section=where,
+                )
+        if self.max_message_size < 256:
+            raise ConfigError("max_message_size must be at least 256 bytes", section=where)
+
+    @property
+    def secure(self) -> bool:
+        return bool(self.own_keys)
+
+
+class AcceptorDirectory:
+    """Every session one acceptor endpoint serves, found by the CompIDs of an incoming Logon.
+
+    Shared by all of an endpoint's connections, with the anti-replay store and an optional
+    ``admit(session_id)`` hook called after the cheap checks and before any DH (rate limits).
+    """
+
+    def __init__(
+        self,
+        sessions: Iterable[SessionConfig],
+        replay_store: ReplayStore,
+        *,
+        admit: Callable[[SessionID], bool] | None = None,
+    ) -> None:
+        self._by_ids: dict[tuple[str, str, str], SessionConfig] = {}
+        for config in sessions:
+            sid = config.session_id
+            key = (sid.begin_string, sid.sender_comp_id, sid.target_comp_id)
+            if key in self._by_ids:
+                raise ConfigError(
+                    f"two acceptor sessions for {sid}: one port cannot tell them apart"
+                )
+            self._by_ids[key] = config
+        self.replay_store = replay_store
+        self.admit = admit
+        self.max_wire_size = max(
+            (wire.wire_limit(c.max_message_size) for c in self._by_ids.values()),
+            default=wire.wire_limit(DEFAULT_MAX_MESSAGE_SIZE),
+        )
+
+    def __len__(self) -> int:
+        return len(self._by_ids)
+
+    def lookup(self, begin: bytes, header: dict[int, bytes]) -> SessionConfig | None:
+        """The session a Logon addresses: its 49 is our target, its 56 our sender (§6 step 4)."""
+        try:
+            key = (begin.decode(), header[56].decode(), header[49].decode())
+        except (KeyError, UnicodeDecodeError):
+            return None
+        config = self._by_ids.get(key)
+        if config is None:
+            return None
+        sid = config.session_id
+        for ours, tag in (
+            (sid.sender_sub_id, 57),
+            (sid.sender_location_id, 143),
+            (sid.target_sub_id, 50),
+            (sid.target_location_id, 142),
+        ):
+            if ours and header.get(tag, b"").decode(errors="replace") != ours:
+                return None
+        return config
+
+
+# ------------------------------------------------------------------------------------------
+# Events
+
+
+@dataclass(frozen=True)
+class LogonAccepted:
+    """Acceptor: a Logon passed every check (§6) and is being delivered to the engine."""
+
+    session_id: SessionID
+    encrypted: bool
+    own_key_index: int = 0
+    peer_key_index: int = 0
+
+
+@dataclass(frozen=True)
+class HandshakeComplete:
+    """Initiator: message 2 authenticated; transport keys are in place."""
+
+    session_id: SessionID
+    suite: str
+    handshake_hash: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class MessageReceived:
+    """A plaintext FIX message from the peer, byte-exact, for the local engine."""
+
+    message: bytes = field(repr=False)
+    msg_type: bytes
+
+    def __repr__(self) -> str:
+        return f"MessageReceived(msg_type={self.msg_type!r}, {len(self.message)} bytes)"
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """The network side ended. ``clean`` only if a verified Logout came from the peer first."""
+
+    clean: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class ConnectionFailed:
+    """The peer broke the protocol; close the connection, sending nothing. ``reason`` is local."""
+
+    reason: str
+
+
+Event = LogonAccepted | HandshakeComplete | MessageReceived | ConnectionClosed | ConnectionFailed
+
+
+# ------------------------------------------------------------------------------------------
+# One direction of transport
+
+
+class _Direction:
+    """A transport CipherState with the implicit rekey schedule and the caps of §8.3."""
+
+    __slots__ = ("bytes", "cipher")
+
+    def __init__(self, cipher: CipherState) -> None:
+        self.cipher = cipher
+        self.bytes = 0
+
+    def _check(self, size: int) -> None:
+        if self.cipher.n >= MAX_MESSAGES:
+            raise LimitExceeded(f"{MAX_MESSAGES} messages under one handshake: reconnect")
+        if self.bytes + size > MAX_BYTES:
+            raise LimitExceeded(f"{MAX_BYTES} bytes under one handshake: reconnect")
+
+    def _advance(self, size: int) -> None:
+        self.bytes += size
+        if self.cipher.n % REKEY_INTERVAL == 0:
+            self.cipher.rekey()
+
+    def seal(self, ad: bytes, body: bytes) -> bytes:
+        self._check(len(body))
+        sealed = self.cipher.encrypt_with_ad(ad, body)
+        self._advance(len(body))
+        return sealed
+
+    def open(self, ad: bytes, sealed: bytes) -> bytes:
+        self._check(max(len(sealed) - 16, 0))
+        body = self.cipher.decrypt_with_ad(ad, sealed)
+        self._advance(len(body))
+        return body
+
+
+class _Refused(Exception):
+    """Internal: the peer's message must end the connection (reason for the local log)."""
+
+
+# ------------------------------------------------------------------------------------------
+# The session
+
+
+class Session:
+    """One connection, one role. Build it with :meth:`initiator` or :meth:`acceptor`."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        config: SessionConfig | None = None,
+        directory: AcceptorDirectory | None = None,
+        clock: Clock = time.time_ns,
+        ephemeral: Ephemeral = _fresh_ephemeral,
+    ) -> None:
+        self.role = role
+        self.state = State.AWAIT_LOGON
+        self.config = config
+        self._directory = directory
+        self._clock = clock
+        self._ephemeral = ephemeral
+        limit = config.max_message_size if config else DEFAULT_MAX_MESSAGE_SIZE
+        wire_max = directory.max_wire_size if directory else wire.wire_limit(limit)
+        self._framer = Framer(wire_max)
+        self._handshake: HandshakeState | None = None
+        self._send: _Direction | None = None
+        self._recv: _Direction | None = None
+        self.handshake_hash: bytes | None = None
+        self.logout_sent = False
+        self.logout_received = False
+
+    @classmethod
+    def initiator(
+        cls,
+        config: SessionConfig,
+        *,
+        clock: Clock = time.time_ns,
+        ephemeral: Ephemeral = _fresh_ephemeral,
+    ) -> Session:
+        return cls(Role.INITIATOR, config=config, clock=clock, ephemeral=ephemeral)
+
+    @classmethod
+    def acceptor(
+        cls,
+        directory: AcceptorDirectory,
+        *,
+        clock: Clock = time.time_ns,
+        ephemeral: Ephemeral = _fresh_ephemeral,
+    ) -> Session:
+        return cls(Role.ACCEPTOR, directory=directory, clock=clock, ephemeral=ephemeral)
+
+    def __repr__(self) -> str:
+        sid = self.config.session_id if self.config else "?"
+        return f"<Session {self.role.value} {sid} {self.state.value}>"
+
+    @property
+    def session_id(self) -> SessionID | None:
+        """The session's identity; for an acceptor, known once the Logon is accepted."""
+        return self.config.session_id if self.config else None
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def encrypted(self) -> bool:
+        return self._handshake is not None
+
+    # -- state table ------------------------------------------------------------------------
+
+    def _move(self, move: Input) -> None:
+        after = next_state(self.role, self.state, move)
+        if after is None:
+            raise _Refused(f"{move.value} is not allowed in state {self.state.value}")
+        self.state = after
+
+    def abort(self) -> None:
+        """The adapter gave up on the connection (timeout, local close): nothing more happens."""
+        if self.state is not State.CLOSED:
+            self._move(Input.FAIL)
+
+    # -- local side -------------------------------------------------------------------------
+
+    def send(self, message: bytes) -> bytes:
+        """Protect one complete plaintext FIX message from the local engine; return wire bytes."""
+        if self.state is State.ESTABLISHED:  # the hot path first
+            return self._seal(message)
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        parts = self._local_parts(message)
+        if self.state is State.PLAINTEXT:
+            self._note_sent(parts.msg_type)
+            return message
+        if self.role is Role.INITIATOR and self.state is State.AWAIT_LOGON:
+            return self._write_logon(message, parts)
+        if self.role is Role.ACCEPTOR and self.state is State.LOGON_RECEIVED:
+            return self._write_reply(message, parts)
+        if self.state is State.HANDSHAKE_SENT:
+            raise LocalProtocolError(
+                f"the engine sent 35={parts.msg_type!r} before the Logon reply arrived"
+            )
+        raise LocalProtocolError(f"the engine cannot send in state {self.state.value}")
+
+    def _local_parts(self, message: bytes) -> wire.Parts:
+        limit = self.config.max_message_size if self.config else DEFAULT_MAX_MESSAGE_SIZE
+        try:
+            end = frame_one(message, 0, limit)
+        except FramingError as exc:
+            raise LocalProtocolError(f"malformed FIX message from the engine: {exc}") from None
+        if end != len(message):
+            raise LocalProtocolError("send() takes exactly one complete FIX message")
+        try:
+            return wire.split(message)
+        except WireError as exc:
+            raise LocalProtocolError(f"FIX message from the engine: {exc}") from None
+
+    def _note_sent(self, msg_type: bytes) -> None:
+        if msg_type == b"5":
+            self.logout_sent = True
+
+    def _seal(self, message: bytes) -> bytes:
+        parts = self._local_parts(message)
+        assert self._send is not None
+        try:
+            sealed = self._send.seal(
+                wire.associated_data(message, parts), message[parts.header_end : parts.trailer]
+            )
+        except LimitExceeded:
+            self._move(Input.FAIL)
+            raise
+        self._note_sent(parts.msg_type)
+        return wire.protected(
+            message[: parts.length_start],
+            message[parts.header_start : parts.header_end],
+            b"",
+            sealed,
+        )
+
+    def _write_logon(self, message: bytes, parts: wire.Parts) -> bytes:
+        config = self.config
+        assert config is not None
+        if parts.msg_type != b"A":
+            raise LocalProtocolError(
+                f"the engine's first message must be a Logon (35=A), not 35={parts.msg_type!r}"
+            )
+        if not config.secure:
+            self._move(Input.SEND_PLAINTEXT_LOGON)
+            return message
+        header = wire.header_fields(message, parts)
+        if not any(tag == 52 for tag, _ in header):
+            raise LocalProtocolError("the engine's Logon has no SendingTime(52) in its header")
+        try:
+            rest = wire.rest_fields(message, parts)
+        except WireError as exc:
+            raise LocalProtocolError(f"the engine's Logon: {exc}") from None
+        for tag, value in rest:
+            if tag == 98 and value != b"0":
+                raise LocalProtocolError(
+                    f"the engine's Logon has EncryptMethod(98)={value!r}; fixsecure replaces FIX's "
+                    "obsolete encryption: configure the engine with EncryptMethod 0"
+                )
+        begin = message[: parts.length_start]
+        suite = config.suite.encode("ascii")
+        clear = [
+            (8, begin[2:-1]),
+            *header,
+            (98, b"0"),
+            (wire.TAG_PROTOCOL, wire.PROTOCOL_LABEL),
+            (wire.TAG_SUITE, suite),
+        ]
+        protocol = config.protocol
+        handshake = HandshakeState(
+            protocol,
+            initiator=True,
+            prologue=wire.prologue(config.suite, clear),
+            s=config.own_keys[0],
+            rs=config.peer_keys[0],
+            e=self._ephemeral(protocol.dh),
+        )
+        sealed = handshake.write_message(message[parts.header_end : parts.trailer])
+        self._handshake = handshake
+        self._move(Input.SEND_HANDSHAKE_LOGON)
+        extra = b"98=0\x01%d=%s\x01%d=%s\x01" % (
+            wire.TAG_PROTOCOL,
+            wire.PROTOCOL_LABEL,
+            wire.TAG_SUITE,
+            suite,
+        )
+        return wire.protected(
+            begin, message[parts.header_start : parts.header_end], extra, sealed
+        )
+
+    def _write_reply(self, message: bytes, parts: wire.Parts) -> bytes:
+        handshake = self._handshake
+        assert handshake is not None
+        begin = message[: parts.length_start]
+        is_logon = parts.msg_type == b"A"
+        clear = [(8, begin[2:-1]), *wire.header_fields(message, parts)]
+        if is_logon:
+            clear.append((98, b"0"))
+        payload = wire.encode_field_list(clear) + message[parts.header_end : parts.trailer]
+        sealed = handshake.write_message(payload)
+        self._finish_handshake(handshake)
+        self._move(Input.SEND)
+        self._note_sent(parts.msg_type)
+        return wire.protected(
+            begin,
+            message[parts.header_start : parts.header_end],
+            b"98=0\x01" if is_logon else b"",
+            sealed,
+        )
+
+    def _finish_handshake(self, handshake: HandshakeState) -> None:
+        initiator_to_acceptor, acceptor_to_initiator = handshake.split()
+        if self.role is Role.INITIATOR:
+            self._send = _Direction(initiator_to_acceptor)
+            self._recv = _Direction(acceptor_to_initiator)
+        else:
+            self._send = _Direction(acceptor_to_initiator)
+            self._recv = _Direction(initiator_to_acceptor)
+        self.handshake_hash = handshake.get_handshake_hash()
+
+    # -- network side -----------------------------------------------------------------------
+
+    def receive(self, data: bytes) -> list[Event]:
+        """Bytes from the network; returns the events they complete, in order."""
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("the session is closed")
+        self._framer.feed(data)
+        events: list[Event] = []
+        while not self.closed:
+            try:
+                message = self._framer.next_message()
+                if message is None:
+                    break
+                if self.state is State.ESTABLISHED:
+                    events.append(self._open(message))
+                else:
+                    events.extend(self._receive_other(message))
+            except (_Refused, FramingError, WireError, NoiseError, LimitExceeded) as exc:
+                events.append(self._fail(str(exc)))
+        return events
+
+    def receive_eof(self) -> list[Event]:
+        """The network side closed. Reports whether the session ended cleanly (§9)."""
+        if self.state is State.CLOSED:
+            return []
+        try:
+            self._framer.close()
+            truncated = ""
+        except FramingError as exc:
+            truncated = f"; {exc}"
+        clean = self.logout_received and not truncated
+        if clean:
+            reason = "the peer logged out"
+        elif self.state in (State.ESTABLISHED, State.PLAINTEXT):
+            reason = "connection ended without a Logout from the peer" + truncated
+        else:
+            reason = f"connection ended in state {self.state.value}" + truncated
+        self._move(Input.END)
+        return [ConnectionClosed(clean, reason)]
+
+    def _fail(self, reason: str) -> ConnectionFailed:
+        self._move(Input.FAIL)
+        return ConnectionFailed(reason)
+
+    def _open(self, message: bytes) -> MessageReceived:
+        parts = wire.split(message)
+        sealed = wire.secure_data(message, parts, parts.header_end)
+        assert self._recv is not None
+        body = self._recv.open(wire.associated_data(message, parts), sealed)
+        if parts.msg_type == b"5":
+            self.logout_received = True
+        return MessageReceived(wire.rebuild(message, parts, body), parts.msg_type)
+
+    def _receive_other(self, message: bytes) -> list[Event]:
+        if self.state is State.PLAINTEXT:
+            msg_type = b""
+            with contextlib.suppress(WireError):  # plaintext passes any framed message through
+                msg_type = wire.split(message).msg_type
+            self._move(Input.RECEIVE)
+            if msg_type == b"5":
+                self.logout_received = True
+            return [MessageReceived(message, msg_type)]
+        if self.role is Role.ACCEPTOR and self.state is State.AWAIT_LOGON:
+            return self._read_logon(message)
+        if self.role is Role.INITIATOR and self.state is State.HANDSHAKE_SENT:
+            return self._read_reply(message)
+        raise _Refused(f"network message in state {self.state.value}")
+
+    def _read_logon(self, message: bytes) -> list[Event]:
+        """Acceptor, message 1: the checks of §6 in order, DH last."""
+        directory = self._directory
+        assert directory is not None
+        parts = wire.split(message)
+        if parts.msg_type != b"A":
+            raise _Refused(f"first message is 35={parts.msg_type[:8]!r}, not a Logon")
+        header_list = wire.header_fields(message, parts)
+        header = dict(reversed(header_list))  # the first occurrence of a tag wins
+        rest = wire.rest_fields(message, parts)
+        tags = [tag for tag, _ in rest]
+        begin = message[: parts.length_start]
+        config = directory.lookup(begin[2:-1], header)
+        if config is None:
+            raise _Refused(
+                f"Logon for an unknown session {begin[2:-1][:16]!r} "
+                f"{header.get(49, b'')[:32]!r}->{header.get(56, b'')[:32]!r}"
+            )
+        sid = config.session_id
+        if len(message) > wire.wire_limit(config.max_message_size):
+            raise _Refused(f"{sid}: Logon of {len(message)} bytes exceeds the session's limit")
+        if not _MARKERS.intersection(tags):
+            if config.required:
+                raise _Refused(f"{sid}: plaintext Logon, but the session requires encryption")
+            self.config = config
+            self._framer.max_message_size = wire.wire_limit(config.max_message_size)
+            self._move(Input.RECEIVE_PLAINTEXT_LOGON)
+            return [LogonAccepted(sid, encrypted=False), MessageReceived(message, b"A")]
+        if tags != _HANDSHAKE_FIELDS or rest[0][1] != b"0":
+            raise _Refused(f"{sid}: Logon handshake fields are not 98=0, 25800, 25801, 90, 91")
+        if rest[1][1] != wire.PROTOCOL_LABEL:
+            raise _Refused(f"{sid}: protocol label {rest[1][1][:32]!r} is not fixsecure/1")
+        if rest[2][1] != config.suite.encode("ascii"):
+            raise _Refused(f"{sid}: suite {rest[2][1][:64]!r} is not the configured {config.suite}")
+        if not config.secure:
+            raise _Refused(f"{sid}: handshake Logon for a session without keys")
+        sending_time = self._check_sending_time(sid, config, header.get(52))
+        if directory.admit is not None and not directory.admit(sid):
+            raise _Refused(f"{sid}: Logon refused by the admission limits")
+        offset = message.index(b"\x0190=", parts.header_end - 1) + 1
+        sealed = wire.secure_data(message, parts, offset)
+        prologue = wire.prologue(config.suite, [(8, begin[2:-1]), *header_list, *rest[:3]])
+        handshake, payload, indexes = self._try_keys(config, prologue, sealed)
+        try:
+            advanced = directory.replay_store.advance(sid, sending_time)
+        except ConfigError as exc:
+            raise _Refused(f"{sid}: {exc}") from None
+        if not advanced:
+            raise _Refused(f"{sid}: a later Logon was accepted concurrently")
+        handshake.e = self._ephemeral(config.protocol.dh)
+        self._handshake = handshake
+        self.config = config
+        self._framer.max_message_size = wire.wire_limit(config.max_message_size)
+        self._move(Input.RECEIVE_HANDSHAKE_LOGON)
+        return [
+            LogonAccepted(sid, encrypted=True, own_key_index=indexes[0], peer_key_index=indexes[1]),
+            MessageReceived(wire.rebuild(message, parts, payload), b"A"),
+        ]
+
+    def _check_sending_time(
+        self, sid: SessionID, config: SessionConfig, value: bytes | None
+    ) -> int:
+        if value is None:
+            raise _Refused(f"{sid}: Logon without SendingTime(52)")
+        sending_time = wire.sending_time_ns(value)
+        now = self._clock()
+        if sending_time < now - int(config.logon_window * _NS):
+            raise _Refused(f"{sid}: Logon SendingTime {value!r} is older than the Logon window")
+        if sending_time > now + int(config.logon_future_skew * _NS):
+            raise _Refused(f"{sid}: Logon SendingTime {value!r} is too far in the future")
+        assert self._directory is not None
+        try:
+            last = self._directory.replay_store.last_logon(sid)
+        except ConfigError as exc:
+            raise _Refused(f"{sid}: {exc}") from None
+        if last is not None and sending_time <= last:
+            raise _Refused(
+                f"{sid}: Logon SendingTime {value!r} is not later than the last accepted"
+            )
+        return sending_time
+
+    def _try_keys(
+        self, config: SessionConfig, prologue: bytes, sealed: bytes
+    ) -> tuple[HandshakeState, bytes, tuple[int, int]]:
+        """ReadMessage(M1) with each own/peer key combination (at most four, §11.3)."""
+        for own_index, own in enumerate(config.own_keys):
+            for peer_index, peer in enumerate(config.peer_keys):
+                handshake = HandshakeState(
+                    config.protocol, initiator=False, prologue=prologue, s=own, rs=peer
+                )
+                try:
+                    payload = handshake.read_message(sealed)
+                except NoiseError:
+                    continue
+                return handshake, payload, (own_index, peer_index)
+        raise _Refused(f"{config.session_id}: Logon failed authentication with every pinned key")
+
+    def _read_reply(self, message: bytes) -> list[Event]:
+        """Initiator, message 2: decrypt, compare the authenticated header copy (§5.2)."""
+        handshake = self._handshake
+        config = self.config
+        assert handshake is not None
+        assert config is not None
+        parts = wire.split(message)
+        offset = parts.header_end
+        clear = [(8, message[2 : parts.length_start - 1]), *wire.header_fields(message, parts)]
+        if parts.msg_type == b"A":
+            if message[offset : offset + 5] != b"98=0\x01":
+                raise _Refused("Logon reply without its clear EncryptMethod(98)=0")
+            offset += 5
+            clear.append((98, b"0"))
+        payload = handshake.read_message(wire.secure_data(message, parts, offset))
+        copy, body = wire.decode_field_list(payload)
+        if copy != clear:
+            raise _Refused("message 2's clear header differs from its authenticated copy")
+        self._finish_handshake(handshake)
+        self._move(Input.RECEIVE_HANDSHAKE_REPLY)
+        if parts.msg_type == b"5":
+            self.logout_received = True
+        assert self.handshake_hash is not None
+        return [
+            HandshakeComplete(config.session_id, config.suite, self.handshake_hash),
+            MessageReceived(wire.rebuild(message, parts, body), parts.msg_type),
+        ]
+

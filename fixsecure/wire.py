@@ -1,0 +1,246 @@
+"""The fixsecure v1 wire format: byte layouts and encodings, nothing stateful.
+
+Everything here is a pure function of bytes (``specs/fixsecure-v1.md`` §3–§8): where the clear
+header ends, the prologue and field-list encodings, the associated data, strict base64, and the
+assembly of framed messages. :mod:`fixsecure.session` composes them with the Noise state.
+
+Functions raise :class:`WireError` for bytes that break the layout; the session decides whether
+that is the local engine's fault or the peer's.
+"""
+
+from __future__ import annotations
+
+import binascii
+import calendar
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fixsecure.errors import FramingError
+from fixsecure.framing import SOH, checksum, iter_fields
+
+__all__ = [
+    "CLEAR_HEADER_TAGS",
+    "PROTOCOL_LABEL",
+    "TAG_PROTOCOL",
+    "TAG_SUITE",
+    "Fields",
+    "Parts",
+    "WireError",
+    "assemble",
+    "associated_data",
+    "b64decode",
+    "b64encode",
+    "decode_field_list",
+    "encode_field_list",
+    "header_fields",
+    "prologue",
+    "protected",
+    "rebuild",
+    "rest_fields",
+    "secure_data",
+    "sending_time_ns",
+    "split",
+    "wire_limit",
+]
+
+PROTOCOL_LABEL: Final = b"fixsecure/1"
+TAG_PROTOCOL: Final = 25800  # FixSecureProtocol, value "fixsecure/1"
+TAG_SUITE: Final = 25801  # FixSecureSuite, value the Noise protocol name
+
+#: Standard header fields that stay in clear (§4). Data fields (212/213, 90/91) are excluded:
+#: wherever an engine writes them they are encrypted with the body.
+CLEAR_HEADER_TAGS: Final = frozenset(
+    {35, 49, 56, 34, 52, 115, 128, 50, 142, 57, 143, 116, 144, 129, 145, 43, 97, 122, 369, 347}
+    | {370, 627, 628, 629, 630, 1128, 1129, 1156}
+)
+
+# The clear header is the longest run of such fields with non-empty values. Longer tags first so
+# the alternation never stops at a prefix ("1128" before "11" would not matter, as "=" follows,
+# but the order keeps the regex obviously right).
+_TAG_ALTERNATION = b"|".join(
+    str(t).encode() for t in sorted(CLEAR_HEADER_TAGS, key=lambda t: (-len(str(t)), t))
+)
+_HEADER_RUN: Final = re.compile(rb"(?:(?:" + _TAG_ALTERNATION + rb")=[^\x01]+\x01)*")
+_FIELD: Final = re.compile(rb"(\d+)=([^\x01]*)\x01")
+
+Fields = Sequence[tuple[int, bytes]]
+
+
+class WireError(ValueError):
+    """Bytes that do not have the layout the protocol requires."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """Offsets in one framed message: ``msg[:length_start]`` is ``8=B|``, ``msg[header_start:
+    header_end]`` the clear header H, and ``msg[header_end:trailer]`` the rest up to ``10=``."""
+
+    length_start: int
+    header_start: int
+    header_end: int
+    trailer: int
+    msg_type: bytes
+
+
+def split(message: bytes) -> Parts:
+    """Locate BodyLength, the clear header and the trailer of a framed message."""
+    length_start = message.index(SOH) + 1
+    header_start = message.index(SOH, length_start) + 1
+    if message[header_start : header_start + 3] != b"35=":
+        raise WireError("third field is not MsgType(35)")
+    match = _HEADER_RUN.match(message, header_start)
+    assert match is not None  # the pattern matches the empty string
+    header_end = match.end()
+    if header_end == header_start:
+        raise WireError("MsgType(35) is empty")
+    type_end = message.index(SOH, header_start)
+    return Parts(
+        length_start,
+        header_start,
+        header_end,
+        len(message) - 7,
+        message[header_start + 3 : type_end],
+    )
+
+
+def header_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
+    """The clear header as (tag, value) pairs, in wire order."""
+    return [
+        (int(tag), value)
+        for tag, value in _FIELD.findall(message, parts.header_start, parts.header_end)
+    ]
+
+
+def rest_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
+    """The fields between the clear header and CheckSum, data fields honoured."""
+    try:
+        return list(iter_fields(message[parts.header_end : parts.trailer]))
+    except FramingError as exc:
+        raise WireError(f"malformed field after the clear header: {exc}") from None
+
+
+def associated_data(message: bytes, parts: Parts) -> bytes:
+    """AD = ``8=B|`` followed by the clear header bytes (§8.2)."""
+    return message[: parts.length_start] + message[parts.header_start : parts.header_end]
+
+
+def encode_field_list(fields: Iterable[tuple[int, bytes]]) -> bytes:
+    """``u32(n) || (u32(tag) || lp(value))*`` — the unambiguous encoding of §5."""
+    items = list(fields)
+    out = [len(items).to_bytes(4, "big")]
+    for tag, value in items:
+        out.append(tag.to_bytes(4, "big"))
+        out.append(len(value).to_bytes(4, "big"))
+        out.append(value)
+    return b"".join(out)
+
+
+def decode_field_list(data: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
+    """Inverse of :func:`encode_field_list`; returns the fields and the bytes after them."""
+    if len(data) < 4:
+        raise WireError("field list truncated")
+    count = int.from_bytes(data[:4], "big")
+    pos = 4
+    fields: list[tuple[int, bytes]] = []
+    for _ in range(count):
+        if pos + 8 > len(data):
+            raise WireError("field list truncated")
+        tag = int.from_bytes(data[pos : pos + 4], "big")
+        size = int.from_bytes(data[pos + 4 : pos + 8], "big")
+        pos += 8
+        if pos + size > len(data):
+            raise WireError("field list truncated")
+        fields.append((tag, data[pos : pos + size]))
+        pos += size
+    return fields, data[pos:]
+
+
+def _lp(data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + data
+
+
+def prologue(suite: str, clear_fields: Iterable[tuple[int, bytes]]) -> bytes:
+    """P = lp("fixsecure/1") || lp(suite) || field list of message 1's clear fields (§5.1)."""
+    return _lp(PROTOCOL_LABEL) + _lp(suite.encode("ascii")) + encode_field_list(clear_fields)
+
+
+def b64encode(data: bytes) -> bytes:
+    return binascii.b2a_base64(data, newline=False)
+
+
+def b64decode(text: bytes) -> bytes:
+    """Strict, canonical base64: alphabet, padding, and zero padding bits (§8.2)."""
+    try:
+        data = binascii.a2b_base64(text, strict_mode=True)
+    except binascii.Error:
+        raise WireError("SecureData(91) is not valid base64") from None
+    # strict_mode accepts non-zero padding bits ("QUJ=" decodes like "QUI="): re-encode the last
+    # quantum and compare, so each ciphertext has exactly one wire form.
+    if text and binascii.b2a_base64(data[(len(text) // 4 - 1) * 3 :], newline=False) != text[-4:]:
+        raise WireError("SecureData(91) is not canonical base64")
+    return data
+
+
+def assemble(begin: bytes, parts: Iterable[bytes]) -> bytes:
+    """A framed message from ``8=B|`` and the bytes between BodyLength and CheckSum."""
+    body = b"".join(parts)
+    head = b"%s9=%d\x01%s" % (begin, len(body), body)
+    return b"%s10=%03d\x01" % (head, checksum(head))
+
+
+def protected(begin: bytes, header: bytes, extra: bytes, sealed: bytes) -> bytes:
+    """``8=B|9=L|`` H extra ``90=N|91=base64|10=CCC|`` — message 1, 2 and transport layouts."""
+    text = b64encode(sealed)
+    return assemble(begin, (header, extra, b"90=%d\x0191=" % len(text), text, SOH))
+
+
+def rebuild(message: bytes, parts: Parts, body: bytes) -> bytes:
+    """The engine's original message: ``8=B|`` + recomputed 9 + H + body + recomputed 10."""
+    return assemble(
+        message[: parts.length_start], (message[parts.header_start : parts.header_end], body)
+    )
+
+
+def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
+    """Check ``90=N|91=<N bytes>|`` sits exactly from ``offset`` to the trailer; return the
+    decoded SecureData."""
+    if message[offset : offset + 3] != b"90=":
+        raise WireError("a clear field that is not a header field precedes SecureDataLen(90)")
+    length_end = message.find(SOH, offset + 3, parts.trailer)
+    digits = message[offset + 3 : length_end]
+    if length_end < 0 or not digits.isdigit() or (len(digits) > 1 and digits[0] == 0x30):
+        raise WireError("SecureDataLen(90) is not a canonical number")
+    start = length_end + 4
+    end = start + int(digits)
+    if message[length_end + 1 : start] != b"91=":
+        raise WireError("SecureData(91) does not follow SecureDataLen(90)")
+    if end + 1 != parts.trailer or message[end] != 1:
+        raise WireError("SecureData(91) does not end right before CheckSum(10)")
+    return b64decode(message[start:end])
+
+
+def wire_limit(max_message_size: int) -> int:
+    """Largest wire message a receiver accepts for a plaintext limit ``M`` (§8.4)."""
+    return max_message_size + -(-max_message_size // 3) + 256
+
+
+_TIMESTAMP: Final = re.compile(
+    rb"(\d{4})(\d{2})(\d{2})-(\d{2}):(\d{2}):(\d{2})(?:\.(\d{3}|\d{6}|\d{9}))?"
+)
+
+
+def sending_time_ns(value: bytes) -> int:
+    """A FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.sss|.ssssss|.sssssssss]``) as ns since the epoch."""
+    match = _TIMESTAMP.fullmatch(value)
+    if match is None:
+        raise WireError(f"SendingTime {value[:32]!r} is not a FIX UTCTimestamp")
+    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
+    fraction = match.group(7) or b""
+    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+        raise WireError(f"SendingTime {value!r} has an invalid date")
+    if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
+        raise WireError(f"SendingTime {value!r} has an invalid time of day")
+    seconds = calendar.timegm((year, month, day, hour, minute, second))
+    return seconds * 1_000_000_000 + int(fraction.ljust(9, b"0") or b"0")
