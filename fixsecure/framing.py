@@ -13,6 +13,7 @@ tests; it follows FIX's length-prefixed data fields.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator
 from typing import Final
@@ -58,33 +59,34 @@ _MAX_BEGIN_STRING: Final = 16  # "FIXT.1.1" is 8; a little slack, then it is gar
 _MAX_LENGTH_DIGITS: Final = 10
 _TRAILER_LEN: Final = 7  # b"10=nnn\x01"
 _CHUNK: Final = 256  # adler32's first sum is exact below 65521: 256 * 255 + 1 fits
+_ASCII_CHUNK: Final = 515  # 515 * 127 + 1 fits as well
 
 
-def checksum(data: bytes | bytearray | memoryview) -> int:
-    """Sum of all bytes modulo 256 (FIX CheckSum), computed in C via adler32 on 256-byte chunks."""
-    view = memoryview(data)
+def checksum(data: bytes | bytearray) -> int:
+    """Sum of all bytes modulo 256 (FIX CheckSum), computed in C.
+
+    adler32's first sum is 1 + the byte sum modulo 65521, so it is exact for up to 256 arbitrary
+    bytes, or 515 ASCII bytes (every wire message, being base64, and nearly every plaintext one).
+    """
+    size = len(data)
+    chunk = _ASCII_CHUNK if data.isascii() else _CHUNK
+    if size <= chunk:
+        return ((zlib.adler32(data) & 0xFFFF) - 1) & 0xFF
     total = 0
-    for start in range(0, len(view), _CHUNK):
-        total += (zlib.adler32(view[start : start + _CHUNK]) & 0xFFFF) - 1
+    for start in range(0, size, chunk):
+        total += (zlib.adler32(data[start : start + chunk]) & 0xFFFF) - 1
     return total & 0xFF
 
 
-def _digits(buf: bytes | bytearray, start: int, end: int) -> int | None:
-    field = buf[start:end]
-    if not field.isdigit() or (len(field) > 1 and field[0] == 0x30):
-        return None
-    return int(field)
+# The usual case in one C call: BeginString, then canonical BodyLength.
+_PREFIX: Final = re.compile(rb"8=[^\x01]{1,%d}\x019=(0|[1-9][0-9]{0,%d})\x01" % (
+    _MAX_BEGIN_STRING, _MAX_LENGTH_DIGITS - 1))
 
 
-def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int | None:
-    """Validate the message starting at ``buf[start]``; return its end, or None if incomplete.
-
-    Raises :class:`FramingError` as soon as the available bytes cannot be the start of a valid
-    message, before waiting for more of them.
-    """
+def _diagnose_prefix(buf: bytes | bytearray, start: int) -> None:
+    """Slow path when :data:`_PREFIX` does not match: None if the bytes so far could still become
+    a valid start (wait for more), else the precise :class:`FramingError`."""
     available = len(buf) - start
-    if available <= 0:
-        return None
     prefix = b"8="[:available]
     if buf[start : start + len(prefix)] != prefix:
         raise FramingError("message does not start with BeginString(8)", start)
@@ -92,7 +94,7 @@ def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int 
     if soh < 0:
         if available > 2 + _MAX_BEGIN_STRING:
             raise FramingError("BeginString(8) is not terminated", start)
-        return None
+        return
     if soh == start + 2:
         raise FramingError("BeginString(8) is empty", start)
     length_start = soh + 1
@@ -101,14 +103,24 @@ def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int 
         raise FramingError("second field is not BodyLength(9)", length_start)
     length_end = buf.find(SOH, length_start + 2, length_start + 2 + _MAX_LENGTH_DIGITS + 1)
     if length_end < 0:
-        if len(buf) - length_start > 2 + _MAX_LENGTH_DIGITS:
-            raise FramingError("BodyLength(9) is not terminated", length_start)
+        digits = buf[length_start + 2 :]
+        if len(digits) > _MAX_LENGTH_DIGITS or (digits and not digits.isdigit()):
+            raise FramingError("BodyLength(9) is not a canonical decimal number", length_start)
+        return
+    raise FramingError("BodyLength(9) is not a canonical decimal number", length_start)
+
+
+def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int | None:
+    """Validate the message starting at ``buf[start]``; return its end, or None if incomplete.
+
+    Raises :class:`FramingError` as soon as the available bytes cannot be the start of a valid
+    message, before waiting for more of them.
+    """
+    match = _PREFIX.match(buf, start)
+    if match is None:
+        _diagnose_prefix(buf, start)
         return None
-    body_length = _digits(buf, length_start + 2, length_end)
-    if body_length is None:
-        raise FramingError("BodyLength(9) is not a canonical decimal number", length_start)
-    body_start = length_end + 1
-    trailer = body_start + body_length
+    trailer = match.end() + int(match.group(1))
     end = trailer + _TRAILER_LEN
     if end - start > max_message_size:
         raise FramingError(
@@ -116,16 +128,19 @@ def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int 
         )
     if len(buf) < end:
         return None
+    expected = checksum(buf[start:trailer])
+    if (
+        buf[trailer - 1 : trailer + 3] == b"\x0110="
+        and buf[trailer + 3 : end] == b"%03d\x01" % expected
+    ):
+        return end
     if buf[trailer : trailer + 3] != b"10=" or buf[end - 1] != 1:
         raise FramingError("BodyLength(9) does not end at CheckSum(10)", trailer)
-    if body_length and buf[trailer - 1] != 1:
+    if buf[trailer - 1] != 1:
         raise FramingError("field before CheckSum(10) is not terminated", trailer - 1)
-    declared = buf[trailer + 3 : end - 1]
-    if not declared.isdigit():
+    if not buf[trailer + 3 : end - 1].isdigit():
         raise FramingError("CheckSum(10) is not three digits", trailer)
-    if int(declared) != checksum(memoryview(buf)[start:trailer]):
-        raise FramingError("CheckSum(10) does not match", trailer)
-    return end
+    raise FramingError("CheckSum(10) does not match", trailer)
 
 
 class Framer:
@@ -142,7 +157,9 @@ class Framer:
         if max_message_size < 32:
             raise ValueError("max_message_size is too small for any FIX message")
         self.max_message_size = max_message_size
-        self._buf = bytearray()
+        # Bytes as received while they are consumed without a partial message left over (the
+        # common case: no copy at all); a bytearray only while a message spans several reads.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._error: FramingError | None = None
 
@@ -153,25 +170,32 @@ class Framer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the stream."""
-        if self._pos:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if self._pos >= len(self._buf):
+            self._buf = bytes(data)
+        else:
+            rest = bytearray(self._buf[self._pos :]) if self._pos else self._buf
+            if isinstance(rest, bytes):
+                rest = bytearray(rest)
+            rest += data
+            self._buf = rest
+        self._pos = 0
 
     def next_message(self) -> bytes | None:
         """The next complete message, or None until more bytes are fed."""
         if self._error is not None:
             raise self._error
+        buf, pos = self._buf, self._pos
         try:
-            end = frame_one(self._buf, self._pos, self.max_message_size)
+            end = frame_one(buf, pos, self.max_message_size)
         except FramingError as exc:
             self._error = exc
             raise
         if end is None:
             return None
-        message = bytes(self._buf[self._pos : end])
         self._pos = end
-        return message
+        if pos == 0 and end == len(buf) and isinstance(buf, bytes):
+            return buf
+        return bytes(buf[pos:end])
 
     def close(self) -> None:
         """End of stream: raise :class:`FramingError` if a partial message is buffered."""

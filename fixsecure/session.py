@@ -35,7 +35,7 @@ from fixsecure.errors import (
     LocalProtocolError,
     NoiseError,
 )
-from fixsecure.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer, frame_one
+from fixsecure.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer
 from fixsecure.noise import (
     CipherState,
     DHFunctions,
@@ -63,11 +63,13 @@ __all__ = [
     "MessageReceived",
     "Session",
     "SessionConfig",
+    "fresh_ephemeral",
 ]
 
 REKEY_INTERVAL: Final = 1 << 20  # implicit Rekey() after every 2^20 messages per direction
 MAX_MESSAGES: Final = 1 << 24  # per direction of a connection (§8.3)
 MAX_BYTES: Final = 1 << 36  # plaintext body bytes per direction of a connection
+_REKEY_MASK: Final = REKEY_INTERVAL - 1
 _NS: Final = 1_000_000_000
 _HANDSHAKE_FIELDS: Final = [98, wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91]
 _MARKERS: Final = {wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91}
@@ -76,7 +78,8 @@ Clock = Callable[[], int]
 Ephemeral = Callable[[DHFunctions], KeyPair]
 
 
-def _fresh_ephemeral(dh: DHFunctions) -> KeyPair:
+def fresh_ephemeral(dh: DHFunctions) -> KeyPair:
+    """The default ephemeral key source: a fresh key pair from the OS CSPRNG."""
     return dh.generate_keypair()
 
 
@@ -259,27 +262,30 @@ class _Direction:
         self.cipher = cipher
         self.bytes = 0
 
-    def _check(self, size: int) -> None:
+    def _refuse(self) -> LimitExceeded:
         if self.cipher.n >= MAX_MESSAGES:
-            raise LimitExceeded(f"{MAX_MESSAGES} messages under one handshake: reconnect")
-        if self.bytes + size > MAX_BYTES:
-            raise LimitExceeded(f"{MAX_BYTES} bytes under one handshake: reconnect")
-
-    def _advance(self, size: int) -> None:
-        self.bytes += size
-        if self.cipher.n % REKEY_INTERVAL == 0:
-            self.cipher.rekey()
+            return LimitExceeded(f"{MAX_MESSAGES} messages under one handshake: reconnect")
+        return LimitExceeded(f"{MAX_BYTES} bytes under one handshake: reconnect")
 
     def seal(self, ad: bytes, body: bytes) -> bytes:
-        self._check(len(body))
-        sealed = self.cipher.encrypt_with_ad(ad, body)
-        self._advance(len(body))
+        cipher = self.cipher
+        size = len(body)
+        if cipher.n >= MAX_MESSAGES or self.bytes + size > MAX_BYTES:
+            raise self._refuse()
+        sealed = cipher.encrypt_with_ad(ad, body)
+        self.bytes += size
+        if not cipher.n & _REKEY_MASK:
+            cipher.rekey()
         return sealed
 
     def open(self, ad: bytes, sealed: bytes) -> bytes:
-        self._check(max(len(sealed) - 16, 0))
-        body = self.cipher.decrypt_with_ad(ad, sealed)
-        self._advance(len(body))
+        cipher = self.cipher
+        if cipher.n >= MAX_MESSAGES or self.bytes + len(sealed) - 16 > MAX_BYTES:
+            raise self._refuse()
+        body = cipher.decrypt_with_ad(ad, sealed)
+        self.bytes += len(body)
+        if not cipher.n & _REKEY_MASK:
+            cipher.rekey()
         return body
 
 
@@ -301,7 +307,7 @@ class Session:
         config: SessionConfig | None = None,
         directory: AcceptorDirectory | None = None,
         clock: Clock = time.time_ns,
-        ephemeral: Ephemeral = _fresh_ephemeral,
+        ephemeral: Ephemeral = fresh_ephemeral,
     ) -> None:
         self.role = role
         self.state = State.AWAIT_LOGON
@@ -309,8 +315,8 @@ class Session:
         self._directory = directory
         self._clock = clock
         self._ephemeral = ephemeral
-        limit = config.max_message_size if config else DEFAULT_MAX_MESSAGE_SIZE
-        wire_max = directory.max_wire_size if directory else wire.wire_limit(limit)
+        self._limit = config.max_message_size if config else DEFAULT_MAX_MESSAGE_SIZE
+        wire_max = directory.max_wire_size if directory else wire.wire_limit(self._limit)
         self._framer = Framer(wire_max)
         self._handshake: HandshakeState | None = None
         self._send: _Direction | None = None
@@ -325,7 +331,7 @@ class Session:
         config: SessionConfig,
         *,
         clock: Clock = time.time_ns,
-        ephemeral: Ephemeral = _fresh_ephemeral,
+        ephemeral: Ephemeral = fresh_ephemeral,
     ) -> Session:
         return cls(Role.INITIATOR, config=config, clock=clock, ephemeral=ephemeral)
 
@@ -335,7 +341,7 @@ class Session:
         directory: AcceptorDirectory,
         *,
         clock: Clock = time.time_ns,
-        ephemeral: Ephemeral = _fresh_ephemeral,
+        ephemeral: Ephemeral = fresh_ephemeral,
     ) -> Session:
         return cls(Role.ACCEPTOR, directory=directory, clock=clock, ephemeral=ephemeral)
 
@@ -373,13 +379,30 @@ class Session:
 
     def send(self, message: bytes) -> bytes:
         """Protect one complete plaintext FIX message from the local engine; return wire bytes."""
+        parts = self._local_parts(message)
+        length_start, header_start, header_end, trailer, msg_type = parts
         if self.state is State.ESTABLISHED:  # the hot path first
-            return self._seal(message)
+            assert self._send is not None
+            try:
+                sealed = self._send.seal(
+                    message[: length_start] + message[header_start : header_end],
+                    message[header_end : trailer],
+                )
+            except LimitExceeded:
+                self._move(Input.FAIL)
+                raise
+            if msg_type == b"5":
+                self.logout_sent = True
+            return wire.protected(
+                message[: length_start],
+                message[header_start : header_end],
+                b"",
+                sealed,
+            )
         if self.state is State.CLOSED:
             raise LocalProtocolError("the session is closed")
-        parts = self._local_parts(message)
         if self.state is State.PLAINTEXT:
-            self._note_sent(parts.msg_type)
+            self._note_sent(msg_type)
             return message
         if self.role is Role.INITIATOR and self.state is State.AWAIT_LOGON:
             return self._write_logon(message, parts)
@@ -387,20 +410,15 @@ class Session:
             return self._write_reply(message, parts)
         if self.state is State.HANDSHAKE_SENT:
             raise LocalProtocolError(
-                f"the engine sent 35={parts.msg_type!r} before the Logon reply arrived"
+                f"the engine sent 35={msg_type!r} before the Logon reply arrived"
             )
         raise LocalProtocolError(f"the engine cannot send in state {self.state.value}")
 
     def _local_parts(self, message: bytes) -> wire.Parts:
-        limit = self.config.max_message_size if self.config else DEFAULT_MAX_MESSAGE_SIZE
         try:
-            end = frame_one(message, 0, limit)
+            return wire.parse(message, self._limit)
         except FramingError as exc:
             raise LocalProtocolError(f"malformed FIX message from the engine: {exc}") from None
-        if end != len(message):
-            raise LocalProtocolError("send() takes exactly one complete FIX message")
-        try:
-            return wire.split(message)
         except WireError as exc:
             raise LocalProtocolError(f"FIX message from the engine: {exc}") from None
 
@@ -408,30 +426,13 @@ class Session:
         if msg_type == b"5":
             self.logout_sent = True
 
-    def _seal(self, message: bytes) -> bytes:
-        parts = self._local_parts(message)
-        assert self._send is not None
-        try:
-            sealed = self._send.seal(
-                wire.associated_data(message, parts), message[parts.header_end : parts.trailer]
-            )
-        except LimitExceeded:
-            self._move(Input.FAIL)
-            raise
-        self._note_sent(parts.msg_type)
-        return wire.protected(
-            message[: parts.length_start],
-            message[parts.header_start : parts.header_end],
-            b"",
-            sealed,
-        )
-
     def _write_logon(self, message: bytes, parts: wire.Parts) -> bytes:
+        length_start, header_start, header_end, trailer, msg_type = parts
         config = self.config
         assert config is not None
-        if parts.msg_type != b"A":
+        if msg_type != b"A":
             raise LocalProtocolError(
-                f"the engine's first message must be a Logon (35=A), not 35={parts.msg_type!r}"
+                f"the engine's first message must be a Logon (35=A), not 35={msg_type!r}"
             )
         if not config.secure:
             self._move(Input.SEND_PLAINTEXT_LOGON)
@@ -449,7 +450,7 @@ class Session:
                     f"the engine's Logon has EncryptMethod(98)={value!r}; fixsecure replaces FIX's "
                     "obsolete encryption: configure the engine with EncryptMethod 0"
                 )
-        begin = message[: parts.length_start]
+        begin = message[: length_start]
         suite = config.suite.encode("ascii")
         clear = [
             (8, begin[2:-1]),
@@ -467,7 +468,7 @@ class Session:
             rs=config.peer_keys[0],
             e=self._ephemeral(protocol.dh),
         )
-        sealed = handshake.write_message(message[parts.header_end : parts.trailer])
+        sealed = handshake.write_message(message[header_end : trailer])
         self._handshake = handshake
         self._move(Input.SEND_HANDSHAKE_LOGON)
         extra = b"98=0\x01%d=%s\x01%d=%s\x01" % (
@@ -477,25 +478,26 @@ class Session:
             suite,
         )
         return wire.protected(
-            begin, message[parts.header_start : parts.header_end], extra, sealed
+            begin, message[header_start : header_end], extra, sealed
         )
 
     def _write_reply(self, message: bytes, parts: wire.Parts) -> bytes:
+        length_start, header_start, header_end, trailer, msg_type = parts
         handshake = self._handshake
         assert handshake is not None
-        begin = message[: parts.length_start]
-        is_logon = parts.msg_type == b"A"
+        begin = message[:length_start]
+        is_logon = msg_type == b"A"
         clear = [(8, begin[2:-1]), *wire.header_fields(message, parts)]
         if is_logon:
             clear.append((98, b"0"))
-        payload = wire.encode_field_list(clear) + message[parts.header_end : parts.trailer]
+        payload = wire.encode_field_list(clear) + message[header_end : trailer]
         sealed = handshake.write_message(payload)
         self._finish_handshake(handshake)
         self._move(Input.SEND)
-        self._note_sent(parts.msg_type)
+        self._note_sent(msg_type)
         return wire.protected(
             begin,
-            message[parts.header_start : parts.header_end],
+            message[header_start : header_end],
             b"98=0\x01" if is_logon else b"",
             sealed,
         )
@@ -555,19 +557,19 @@ class Session:
         return ConnectionFailed(reason)
 
     def _open(self, message: bytes) -> MessageReceived:
-        parts = wire.split(message)
-        sealed = wire.secure_data(message, parts, parts.header_end)
+        parts, sealed = wire.transport(message)
+        msg_type = parts[4]
         assert self._recv is not None
         body = self._recv.open(wire.associated_data(message, parts), sealed)
-        if parts.msg_type == b"5":
+        if msg_type == b"5":
             self.logout_received = True
-        return MessageReceived(wire.rebuild(message, parts, body), parts.msg_type)
+        return MessageReceived(wire.rebuild(message, parts, body), msg_type)
 
     def _receive_other(self, message: bytes) -> list[Event]:
         if self.state is State.PLAINTEXT:
             msg_type = b""
             with contextlib.suppress(WireError):  # plaintext passes any framed message through
-                msg_type = wire.split(message).msg_type
+                msg_type = wire.split(message)[4]
             self._move(Input.RECEIVE)
             if msg_type == b"5":
                 self.logout_received = True
@@ -583,13 +585,14 @@ class Session:
         directory = self._directory
         assert directory is not None
         parts = wire.split(message)
-        if parts.msg_type != b"A":
-            raise _Refused(f"first message is 35={parts.msg_type[:8]!r}, not a Logon")
+        length_start, _header_start, header_end, _trailer, msg_type = parts
+        if msg_type != b"A":
+            raise _Refused(f"first message is 35={msg_type[:8]!r}, not a Logon")
         header_list = wire.header_fields(message, parts)
         header = dict(reversed(header_list))  # the first occurrence of a tag wins
         rest = wire.rest_fields(message, parts)
         tags = [tag for tag, _ in rest]
-        begin = message[: parts.length_start]
+        begin = message[: length_start]
         config = directory.lookup(begin[2:-1], header)
         if config is None:
             raise _Refused(
@@ -602,8 +605,7 @@ class Session:
         if not _MARKERS.intersection(tags):
             if config.required:
                 raise _Refused(f"{sid}: plaintext Logon, but the session requires encryption")
-            self.config = config
-            self._framer.max_message_size = wire.wire_limit(config.max_message_size)
+            self._identified(config)
             self._move(Input.RECEIVE_PLAINTEXT_LOGON)
             return [LogonAccepted(sid, encrypted=False), MessageReceived(message, b"A")]
         if tags != _HANDSHAKE_FIELDS or rest[0][1] != b"0":
@@ -617,7 +619,7 @@ class Session:
         sending_time = self._check_sending_time(sid, config, header.get(52))
         if directory.admit is not None and not directory.admit(sid):
             raise _Refused(f"{sid}: Logon refused by the admission limits")
-        offset = message.index(b"\x0190=", parts.header_end - 1) + 1
+        offset = message.index(b"\x0190=", header_end - 1) + 1
         sealed = wire.secure_data(message, parts, offset)
         prologue = wire.prologue(config.suite, [(8, begin[2:-1]), *header_list, *rest[:3]])
         handshake, payload, indexes = self._try_keys(config, prologue, sealed)
@@ -629,13 +631,17 @@ class Session:
             raise _Refused(f"{sid}: a later Logon was accepted concurrently")
         handshake.e = self._ephemeral(config.protocol.dh)
         self._handshake = handshake
-        self.config = config
-        self._framer.max_message_size = wire.wire_limit(config.max_message_size)
+        self._identified(config)
         self._move(Input.RECEIVE_HANDSHAKE_LOGON)
         return [
             LogonAccepted(sid, encrypted=True, own_key_index=indexes[0], peer_key_index=indexes[1]),
             MessageReceived(wire.rebuild(message, parts, payload), b"A"),
         ]
+
+    def _identified(self, config: SessionConfig) -> None:
+        self.config = config
+        self._limit = config.max_message_size
+        self._framer.max_message_size = wire.wire_limit(config.max_message_size)
 
     def _check_sending_time(
         self, sid: SessionID, config: SessionConfig, value: bytes | None
@@ -682,9 +688,10 @@ class Session:
         assert handshake is not None
         assert config is not None
         parts = wire.split(message)
-        offset = parts.header_end
-        clear = [(8, message[2 : parts.length_start - 1]), *wire.header_fields(message, parts)]
-        if parts.msg_type == b"A":
+        length_start, _header_start, header_end, _trailer, msg_type = parts
+        offset = header_end
+        clear = [(8, message[2 : length_start - 1]), *wire.header_fields(message, parts)]
+        if msg_type == b"A":
             if message[offset : offset + 5] != b"98=0\x01":
                 raise _Refused("Logon reply without its clear EncryptMethod(98)=0")
             offset += 5
@@ -695,11 +702,11 @@ class Session:
             raise _Refused("message 2's clear header differs from its authenticated copy")
         self._finish_handshake(handshake)
         self._move(Input.RECEIVE_HANDSHAKE_REPLY)
-        if parts.msg_type == b"5":
+        if msg_type == b"5":
             self.logout_received = True
         assert self.handshake_hash is not None
         return [
             HandshakeComplete(config.session_id, config.suite, self.handshake_hash),
-            MessageReceived(wire.rebuild(message, parts, body), parts.msg_type),
+            MessageReceived(wire.rebuild(message, parts, body), msg_type),
         ]
 

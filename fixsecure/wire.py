@@ -14,11 +14,10 @@ import binascii
 import calendar
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from fixsecure.errors import FramingError
-from fixsecure.framing import SOH, checksum, iter_fields
+from fixsecure.framing import SOH, checksum, frame_one, iter_fields
 
 __all__ = [
     "CLEAR_HEADER_TAGS",
@@ -35,6 +34,7 @@ __all__ = [
     "decode_field_list",
     "encode_field_list",
     "header_fields",
+    "parse",
     "prologue",
     "protected",
     "rebuild",
@@ -42,6 +42,7 @@ __all__ = [
     "secure_data",
     "sending_time_ns",
     "split",
+    "transport",
     "wire_limit",
 ]
 
@@ -62,7 +63,16 @@ CLEAR_HEADER_TAGS: Final = frozenset(
 _TAG_ALTERNATION = b"|".join(
     str(t).encode() for t in sorted(CLEAR_HEADER_TAGS, key=lambda t: (-len(str(t)), t))
 )
-_HEADER_RUN: Final = re.compile(rb"(?:(?:" + _TAG_ALTERNATION + rb")=[^\x01]+\x01)*")
+_HEADER_RUN: Final = rb"(?:(?:" + _TAG_ALTERNATION + rb")=[^\x01]+\x01)*"
+# One C-level match finds BodyLength, MsgType and the end of the clear header of a framed message;
+# for a transport message also SecureDataLen and where SecureData starts.
+_HEAD_PATTERN: Final = (
+    rb"8=[^\x01]+\x01(?P<length>9=[0-9]+\x01)(?P<header>35=(?P<type>[^\x01]+)\x01"
+    + _HEADER_RUN
+    + rb")"
+)
+_HEAD: Final = re.compile(_HEAD_PATTERN)
+_TRANSPORT: Final = re.compile(_HEAD_PATTERN + rb"90=(?P<size>0|[1-9][0-9]{0,9})\x0191=")
 _FIELD: Final = re.compile(rb"(\d+)=([^\x01]*)\x01")
 
 Fields = Sequence[tuple[int, bytes]]
@@ -72,58 +82,69 @@ class WireError(ValueError):
     """Bytes that do not have the layout the protocol requires."""
 
 
-@dataclass(frozen=True, slots=True)
-class Parts:
-    """Offsets in one framed message: ``msg[:length_start]`` is ``8=B|``, ``msg[header_start:
-    header_end]`` the clear header H, and ``msg[header_end:trailer]`` the rest up to ``10=``."""
-
-    length_start: int
-    header_start: int
-    header_end: int
-    trailer: int
-    msg_type: bytes
+Parts = tuple[int, int, int, int, bytes]
+"""Offsets in one framed message, as a plain tuple because it is built for every message:
+``(length_start, header_start, header_end, trailer, msg_type)``. ``msg[:length_start]`` is
+``8=B|``, ``msg[header_start:header_end]`` the clear header H, ``msg[header_end:trailer]`` the
+rest up to ``10=``, and ``msg_type`` the value of MsgType(35)."""
 
 
 def split(message: bytes) -> Parts:
     """Locate BodyLength, the clear header and the trailer of a framed message."""
-    length_start = message.index(SOH) + 1
-    header_start = message.index(SOH, length_start) + 1
-    if message[header_start : header_start + 3] != b"35=":
-        raise WireError("third field is not MsgType(35)")
-    match = _HEADER_RUN.match(message, header_start)
-    assert match is not None  # the pattern matches the empty string
-    header_end = match.end()
-    if header_end == header_start:
+    match = _HEAD.match(message)
+    trailer = len(message) - 7
+    if match is None or match.end() > trailer:
+        if message[message.find(b"\x01", message.find(b"\x01") + 1) + 1 :][:3] != b"35=":
+            raise WireError("third field is not MsgType(35)")
         raise WireError("MsgType(35) is empty")
-    type_end = message.index(SOH, header_start)
-    return Parts(
-        length_start,
-        header_start,
-        header_end,
-        len(message) - 7,
-        message[header_start + 3 : type_end],
-    )
+    _, (length_start, _), (header_start, header_end), (type_start, type_end) = match.regs
+    return length_start, header_start, header_end, trailer, message[type_start:type_end]
+
+
+def parse(message: bytes, max_message_size: int) -> Parts:
+    """Validate one complete framed message (framing rules of §2, size limit) and split it.
+
+    The fast path is one regex match and a checksum; anything unusual falls back to the framer
+    and :func:`split` so the error says precisely what is wrong.
+    """
+    match = _HEAD.match(message)
+    size = len(message)
+    if match is not None and size <= max_message_size:
+        _, (length_start, header_start), (_, header_end), (type_start, type_end) = match.regs
+        trailer = size - 7
+        digits = message[length_start + 2 : header_start - 1]
+        if (
+            (digits[0] != 0x30 or len(digits) == 1)
+            and int(digits) == trailer - header_start
+            and header_end <= trailer
+            and message[trailer - 1 : trailer + 3] == b"\x0110="
+            and message[trailer + 3 :] == b"%03d\x01" % checksum(message[:trailer])
+        ):
+            return length_start, header_start, header_end, trailer, message[type_start:type_end]
+    end = frame_one(message, 0, max_message_size)
+    if end is None:
+        raise FramingError("incomplete FIX message")
+    if end != size:
+        raise FramingError("more than one FIX message", end)
+    return split(message)
 
 
 def header_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
     """The clear header as (tag, value) pairs, in wire order."""
-    return [
-        (int(tag), value)
-        for tag, value in _FIELD.findall(message, parts.header_start, parts.header_end)
-    ]
+    return [(int(tag), value) for tag, value in _FIELD.findall(message, parts[1], parts[2])]
 
 
 def rest_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
     """The fields between the clear header and CheckSum, data fields honoured."""
     try:
-        return list(iter_fields(message[parts.header_end : parts.trailer]))
+        return list(iter_fields(message[parts[2] : parts[3]]))
     except FramingError as exc:
         raise WireError(f"malformed field after the clear header: {exc}") from None
 
 
 def associated_data(message: bytes, parts: Parts) -> bytes:
     """AD = ``8=B|`` followed by the clear header bytes (§8.2)."""
-    return message[: parts.length_start] + message[parts.header_start : parts.header_end]
+    return message[: parts[0]] + message[parts[1] : parts[2]]
 
 
 def encode_field_list(fields: Iterable[tuple[int, bytes]]) -> bytes:
@@ -170,15 +191,23 @@ def b64encode(data: bytes) -> bytes:
     return binascii.b2a_base64(data, newline=False)
 
 
+_B64_VALUE: Final = {
+    c: i
+    for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+
+
 def b64decode(text: bytes) -> bytes:
     """Strict, canonical base64: alphabet, padding, and zero padding bits (§8.2)."""
     try:
         data = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         raise WireError("SecureData(91) is not valid base64") from None
-    # strict_mode accepts non-zero padding bits ("QUJ=" decodes like "QUI="): re-encode the last
-    # quantum and compare, so each ciphertext has exactly one wire form.
-    if text and binascii.b2a_base64(data[(len(text) // 4 - 1) * 3 :], newline=False) != text[-4:]:
+    # strict_mode accepts non-zero padding bits ("QUJ=" decodes like "QUI="); refuse them so each
+    # ciphertext has exactly one wire form. Only a padded final quantum has such bits.
+    if text[-1:] == b"=" and (
+        _B64_VALUE[text[-3]] & 0x0F if text[-2] == 0x3D else _B64_VALUE[text[-2]] & 0x03
+    ):
         raise WireError("SecureData(91) is not canonical base64")
     return data
 
@@ -192,15 +221,35 @@ def assemble(begin: bytes, parts: Iterable[bytes]) -> bytes:
 
 def protected(begin: bytes, header: bytes, extra: bytes, sealed: bytes) -> bytes:
     """``8=B|9=L|`` H extra ``90=N|91=base64|10=CCC|`` — message 1, 2 and transport layouts."""
-    text = b64encode(sealed)
-    return assemble(begin, (header, extra, b"90=%d\x0191=" % len(text), text, SOH))
+    text = binascii.b2a_base64(sealed, newline=False)
+    size = b"%d" % len(text)
+    length = len(header) + len(extra) + len(size) + len(text) + 8  # "90=" "|91=" "|"
+    head = b"".join((begin, b"9=%d\x01" % length, header, extra, b"90=", size, b"\x0191=", text))
+    return head + b"\x0110=%03d\x01" % ((checksum(head) + 1) & 0xFF)
 
 
 def rebuild(message: bytes, parts: Parts, body: bytes) -> bytes:
     """The engine's original message: ``8=B|`` + recomputed 9 + H + body + recomputed 10."""
-    return assemble(
-        message[: parts.length_start], (message[parts.header_start : parts.header_end], body)
-    )
+    header = message[parts[1] : parts[2]]
+    head = b"".join((message[: parts[0]], b"9=%d\x01" % (len(header) + len(body)), header, body))
+    return head + b"10=%03d\x01" % checksum(head)
+
+
+def transport(message: bytes) -> tuple[Parts, bytes]:
+    """Split a transport message (§8.1) and return its parts and decoded SecureData."""
+    match = _TRANSPORT.match(message)
+    trailer = len(message) - 7
+    if match is not None:
+        start = match.end()
+        end = start + int(match.group("size"))
+        if end + 1 == trailer and message[end] == 1:
+            _, (length_start, header_start), (_, header_end), (type_start, type_end) = (
+                match.regs[:4]
+            )
+            parts = (length_start, header_start, header_end, trailer, message[type_start:type_end])
+            return parts, b64decode(message[start:end])
+    parts = split(message)  # the slow path names exactly what is wrong
+    return parts, secure_data(message, parts, parts[2])
 
 
 def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
@@ -208,7 +257,8 @@ def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
     decoded SecureData."""
     if message[offset : offset + 3] != b"90=":
         raise WireError("a clear field that is not a header field precedes SecureDataLen(90)")
-    length_end = message.find(SOH, offset + 3, parts.trailer)
+    trailer = parts[3]
+    length_end = message.find(SOH, offset + 3, trailer)
     digits = message[offset + 3 : length_end]
     if length_end < 0 or not digits.isdigit() or (len(digits) > 1 and digits[0] == 0x30):
         raise WireError("SecureDataLen(90) is not a canonical number")
@@ -216,7 +266,7 @@ def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
     end = start + int(digits)
     if message[length_end + 1 : start] != b"91=":
         raise WireError("SecureData(91) does not follow SecureDataLen(90)")
-    if end + 1 != parts.trailer or message[end] != 1:
+    if end + 1 != trailer or message[end] != 1:
         raise WireError("SecureData(91) does not end right before CheckSum(10)")
     return b64decode(message[start:end])
 
