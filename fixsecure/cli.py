@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from fixsecure import __version__
 from fixsecure.errors import ConfigError
+from fixsecure.suites import DEFAULT_SUITE, SUITES
 
 __all__ = ["build_parser", "main"]
 
@@ -24,8 +26,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fixsecure {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    del sub  # subcommands are added below as their modules land
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="make a static key pair (NAME.key, NAME.pub) and print its fingerprint",
+        description="Write NAME.key (private, PKCS#8 PEM, mode 0600) and NAME.pub (public, "
+        "SubjectPublicKeyInfo PEM) and print the fingerprint to compare with the counterparty.",
+    )
+    keygen.add_argument("name", metavar="NAME", help="file name without extension, e.g. bank-2025")
+    keygen.add_argument(
+        "--suite",
+        choices=SUITES,
+        default=DEFAULT_SUITE,
+        metavar="SUITE",
+        help=f"suite the key is for, which decides the curve: {', '.join(SUITES)} "
+        "(default: %(default)s)",
+    )
+    keygen.add_argument(
+        "--out", type=Path, default=Path(), metavar="DIR", help="where to write (default: .)"
+    )
+    keygen.add_argument("--force", action="store_true", help="replace existing files")
+    keygen.set_defaults(handler=_cmd_keygen)
+
+    check = sub.add_parser(
+        "check",
+        help="validate a settings file: keys, permissions, suites, ports (starts nothing)",
+        description="Print one line per session, ok or FAIL. Exit status 0 if every session is "
+        "ok, 1 if any fails, 2 if the file cannot be read at all.",
+    )
+    check.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    check.set_defaults(handler=_cmd_check)
     return parser
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from fixsecure.keys import CURVE_NAMES, write_keypair  # noqa: PLC0415 - lazy, see module doc
+
+    files = write_keypair(args.name, args.suite, args.out, force=args.force)
+    print(f"private key  {files.private_path}  (mode 0600; it never leaves this host)")
+    print(f"public key   {files.public_path}  (give this file to the counterparty)")
+    print(
+        f"fingerprint  {files.fingerprint}  ({CURVE_NAMES[files.curve]}; the counterparty "
+        "compares it out of band before pinning the key)"
+    )
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from fixsecure.settings import check_settings  # noqa: PLC0415 - lazy, see module doc
+
+    results = check_settings(args.config)
+    for result in results:
+        print(result)
+    return 0 if all(result.ok for result in results) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
