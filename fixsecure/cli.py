@@ -56,6 +56,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
     check.set_defaults(handler=_cmd_check)
+
+    vectors = sub.add_parser(
+        "vectors",
+        help="run Noise test vectors (Noise wiki JSON format) against fixsecure's Noise code",
+        description="Runs every vector whose protocol fixsecure supports; others (psk, other "
+        "patterns or functions) are counted as skipped. Exit status 1 on any failure.",
+    )
+    vectors.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    vectors.set_defaults(handler=_cmd_vectors)
+
+    bench = sub.add_parser(
+        "bench",
+        help="measure fixsecure against baselines taken in the same run",
+        description="core: per-message cost of the encrypt and decrypt paths against a naive "
+        "simplefix pipeline and the bare AEAD, plus the handshake.",
+    )
+    bench.add_argument("target", choices=["core"], help="what to measure")
+    bench.add_argument("--json", action="store_true", help="machine-readable output")
+    bench.add_argument("--suite", choices=SUITES, default=DEFAULT_SUITE, metavar="SUITE")
+    bench.add_argument(
+        "--messages", type=int, default=50_000, help="messages per repeat (default: %(default)s)"
+    )
+    bench.add_argument("--repeats", type=int, default=5, help="repeats (default: %(default)s)")
+    bench.set_defaults(handler=_cmd_bench)
     return parser
 
 
@@ -79,6 +103,28 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for result in results:
         print(result)
     return 0 if all(result.ok for result in results) else 1
+
+
+def _cmd_vectors(args: argparse.Namespace) -> int:
+    from fixsecure.vectors import run_vector_files  # noqa: PLC0415 - lazy, see module doc
+
+    report = run_vector_files(args.files)
+    for failure in report.failures:
+        print(f"FAIL {failure}")
+    print(report.summary)
+    return 1 if report.failed or not report.passed else 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from fixsecure.bench import print_core, run_core  # noqa: PLC0415 - lazy, see module doc
+
+    if args.messages < 1 or args.repeats < 1:
+        print("fixsecure bench: --messages and --repeats must be positive", file=sys.stderr)
+        return 2
+    print_core(
+        run_core(args.suite, messages=args.messages, repeats=args.repeats), as_json=args.json
+    )
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

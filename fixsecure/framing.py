@@ -185,6 +185,8 @@ class Framer:
         if self._error is not None:
             raise self._error
         buf, pos = self._buf, self._pos
+        if pos >= len(buf):
+            return None
         try:
             end = frame_one(buf, pos, self.max_message_size)
         except FramingError as exc:
