@@ -5,6 +5,7 @@
     FixSecureError
     ├── ConfigError              a settings or key file is unusable (names file, section, key)
     │   └── KeyFileError         a key file is missing, malformed, of the wrong type or too open
+    ├── ConnectionEnded          an adapter's connection is over (``clean`` says how it ended)
     └── ProtocolError
         ├── FramingError         bytes that are not a well-formed FIX message
         ├── LocalProtocolError   the local side (engine or API caller) did something wrong
@@ -26,6 +27,7 @@ from pathlib import Path
 
 __all__ = [
     "ConfigError",
+    "ConnectionEnded",
     "DecryptError",
     "FixSecureError",
     "FramingError",
@@ -73,6 +75,19 @@ class ConfigError(FixSecureError):
 
 class KeyFileError(ConfigError):
     """A key file is missing, malformed, of the wrong type, or readable by group/others."""
+
+
+class ConnectionEnded(FixSecureError):
+    """Raised by the I/O adapters when a connection is over.
+
+    ``clean`` is True only if a verified Logout came from the peer before the end; ``reason`` says
+    what happened (for a protocol failure, the local detail the peer never sees).
+    """
+
+    def __init__(self, clean: bool, reason: str) -> None:
+        self.clean = clean
+        self.reason = reason
+        super().__init__(f"{'clean' if clean else 'abnormal'} end: {reason}")
 
 
 class ProtocolError(FixSecureError):

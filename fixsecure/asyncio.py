@@ -1,0 +1,307 @@
+"""asyncio transport: plaintext FIX messages in and out, the fixsecure protocol on the wire.
+
+For Python FIX engines that embed fixsecure instead of running the proxy::
+
+    conn = await connect(config, "venue.example", 9443)        # initiator
+    await conn.send(logon)                                      # becomes handshake message 1
+    reply = await conn.receive()                                # the decrypted Logon reply
+    ...
+    server = await serve(directory, handler, "0.0.0.0", 9443)  # acceptor: handler(conn) per Logon
+
+The sans-IO :class:`~fixsecure.session.Session` does all protocol work; this module only moves
+bytes, applies back-pressure (a connection reads only when its owner asks for messages; ``send``
+waits for the socket buffer to drain), enforces the handshake timeout and admission limits, and
+reports how a connection ended: :class:`~fixsecure.errors.ConnectionEnded` with ``clean`` True only
+after a verified Logout from the peer. Protocol failures close the socket without sending anything
+and are logged locally with their reason; message contents are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
+
+from fixsecure.admission import Admission
+from fixsecure.errors import ConnectionEnded, LimitExceeded
+from fixsecure.session import (
+    AcceptorDirectory,
+    Clock,
+    ConnectionClosed,
+    ConnectionFailed,
+    Event,
+    HandshakeComplete,
+    LogonAccepted,
+    MessageReceived,
+    Session,
+    SessionConfig,
+)
+from fixsecure.sessionid import SessionID
+from fixsecure.state import State
+
+__all__ = ["READ_SIZE", "FixConnection", "Handler", "connect", "serve"]
+
+log = logging.getLogger("fixsecure.asyncio")
+
+READ_SIZE: Final = 1 << 16
+_HANDSHAKE_STATES: Final = (State.AWAIT_LOGON, State.HANDSHAKE_SENT, State.LOGON_RECEIVED)
+
+
+def _peer_name(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"{host}:{peer[1]}"
+    return str(peer)
+
+
+class FixConnection:
+    """One TCP connection carrying plaintext FIX messages through a fixsecure :class:`Session`."""
+
+    def __init__(
+        self,
+        session: Session,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        handshake_timeout: float | None = 10.0,
+    ) -> None:
+        self.session = session
+        self._reader = reader
+        self._writer = writer
+        self._inbox: deque[bytes] = deque()
+        self._ended: ConnectionEnded | None = None
+        self._handshake_deadline = (
+            None if handshake_timeout is None else time.monotonic() + handshake_timeout
+        )
+        self.peer = _peer_name(writer)
+        self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
+
+    def __repr__(self) -> str:
+        return f"<FixConnection {self.session_id or '?'} {self.peer} {self.session.state.value}>"
+
+    @property
+    def session_id(self) -> SessionID | None:
+        return self.session.session_id
+
+    @property
+    def encrypted(self) -> bool:
+        return self.session.encrypted
+
+    @property
+    def ended(self) -> ConnectionEnded | None:
+        """How the connection ended, once it has."""
+        return self._ended
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    async def receive(self) -> bytes:
+        """The next complete plaintext message; raises :class:`ConnectionEnded` at the end."""
+        while not self._inbox:
+            await self._read_more()
+        return self._inbox.popleft()
+
+    async def receive_batch(self) -> list[bytes]:
+        """Every message available after at most one read (at least one, or ConnectionEnded)."""
+        while not self._inbox:
+            await self._read_more()
+        batch = list(self._inbox)
+        self._inbox.clear()
+        return batch
+
+    def __aiter__(self) -> FixConnection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive()
+        except ConnectionEnded:
+            raise StopAsyncIteration from None
+
+    async def _read_more(self) -> None:
+        if self._ended is not None:
+            raise self._ended
+        timeout = None
+        if self._handshake_deadline is not None and self.session.state in _HANDSHAKE_STATES:
+            timeout = max(self._handshake_deadline - time.monotonic(), 0.0)
+        try:
+            data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+        except TimeoutError:
+            state = self.session.state.value
+            raise self._end(False, f"handshake not complete in time ({state})") from None
+        except (ConnectionError, OSError) as exc:
+            raise self._end(False, f"connection lost: {exc.__class__.__name__}") from None
+        if data:
+            self.bytes_in += len(data)
+            self._handle(self.session.receive(data))
+        else:
+            self._handle(self.session.receive_eof())
+        ended = self.ended  # _handle may have ended the connection
+        if ended is not None and not self._inbox:
+            raise ended
+
+    def _handle(self, events: Iterable[Event]) -> None:
+        for event in events:
+            if isinstance(event, MessageReceived):
+                self._inbox.append(event.message)
+                self.messages_in += 1
+            elif isinstance(event, LogonAccepted):
+                log.info(
+                    "%s: Logon accepted from %s (%s, own key #%d, peer key #%d)",
+                    event.session_id,
+                    self.peer,
+                    "encrypted" if event.encrypted else "PLAINTEXT",
+                    event.own_key_index + 1,
+                    event.peer_key_index + 1,
+                )
+            elif isinstance(event, HandshakeComplete):
+                log.info(
+                    "%s: handshake complete with %s (%s)", event.session_id, self.peer, event.suite
+                )
+            elif isinstance(event, ConnectionFailed):
+                log.warning(
+                    "%s: connection from %s rejected: %s",
+                    self.session_id or "unidentified session",
+                    self.peer,
+                    event.reason,
+                )
+                self._end(False, f"protocol failure: {event.reason}")
+            elif isinstance(event, ConnectionClosed):
+                self._end(event.clean, event.reason)
+
+    def _end(self, clean: bool, reason: str) -> ConnectionEnded:
+        """Record how the connection ended (the first reason wins) and close the socket."""
+        if self._ended is None:
+            self._ended = ConnectionEnded(clean, reason)
+            self.session.abort()
+            self._writer.close()
+        return self._ended
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def _protect(self, message: bytes) -> bytes:
+        if self._ended is not None:
+            raise self._ended
+        try:
+            data = self.session.send(message)
+        except LimitExceeded as exc:
+            log.warning("%s: %s; closing so the engines reconnect", self.session_id, exc)
+            self._end(False, str(exc))
+            raise
+        self.messages_out += 1
+        self.bytes_out += len(data)
+        return data
+
+    async def send(self, message: bytes) -> None:
+        """Protect and send one complete plaintext FIX message; waits while the socket is full."""
+        self._writer.write(self._protect(message))
+        await self._drain()
+
+    async def send_batch(self, messages: Iterable[bytes]) -> None:
+        """Protect and send several messages with a single wait for the socket buffer."""
+        self._writer.write(b"".join([self._protect(m) for m in messages]))
+        await self._drain()
+
+    async def _drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            raise self._end(False, f"connection lost: {exc.__class__.__name__}") from None
+
+    # -- closing --------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the socket (after the FIX Logout exchange, if the caller did one)."""
+        if self._ended is None:
+            clean = self.session.logout_received
+            self._end(clean, "closed locally" + (" after the peer's Logout" if clean else ""))
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+    async def __aenter__(self) -> FixConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _await_logon(self) -> None:
+        """Acceptor: read until the peer's Logon has passed every check (or the end)."""
+        while not self._inbox:
+            await self._read_more()
+
+
+async def connect(
+    config: SessionConfig,
+    host: str,
+    port: int,
+    *,
+    clock: Clock = time.time_ns,
+    handshake_timeout: float | None = 10.0,
+    connect_timeout: float = 10.0,
+    **kwargs: Any,
+) -> FixConnection:
+    """Open an initiator connection. The caller's first :meth:`FixConnection.send` must be the
+    engine's Logon, which becomes handshake message 1."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=READ_SIZE, **kwargs), connect_timeout
+    )
+    return FixConnection(
+        Session.initiator(config, clock=clock), reader, writer, handshake_timeout=handshake_timeout
+    )
+
+
+Handler = Callable[[FixConnection], Awaitable[None]]
+
+
+async def serve(
+    directory: AcceptorDirectory,
+    handler: Handler,
+    host: str | None,
+    port: int,
+    *,
+    admission: Admission | None = None,
+    clock: Clock = time.time_ns,
+    handshake_timeout: float = 10.0,
+    **kwargs: Any,
+) -> asyncio.Server:
+    """Listen for initiators. ``handler(conn)`` runs once a Logon passed every check; its first
+    :meth:`~FixConnection.receive` returns that Logon. The connection is closed when it returns."""
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        source = writer.get_extra_info("peername")
+        address = source[0] if isinstance(source, tuple) else str(source)
+        if admission is not None and not admission.open_connection(address):
+            log.warning("connection from %s refused by the admission limits", _peer_name(writer))
+            writer.close()
+            return
+        conn = FixConnection(
+            Session.acceptor(directory, clock=clock),
+            reader,
+            writer,
+            handshake_timeout=handshake_timeout,
+        )
+        try:
+            await conn._await_logon()
+        except ConnectionEnded as exc:
+            log.info(
+                "connection from %s ended before a Logon was accepted: %s", conn.peer, exc.reason
+            )
+            await conn.close()
+            return
+        finally:
+            if admission is not None:
+                admission.handshake_done()
+        try:
+            await handler(conn)
+        except ConnectionEnded:
+            pass
+        except Exception:
+            log.exception("%s: handler failed", conn.session_id)
+        finally:
+            await conn.close()
+
+    return await asyncio.start_server(accept, host, port, limit=READ_SIZE, **kwargs)
