@@ -8,6 +8,8 @@ cannot stop the others.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,7 +82,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--repeats", type=int, default=5, help="repeats (default: %(default)s)")
     bench.set_defaults(handler=_cmd_bench)
+
+    proxy = sub.add_parser(
+        "proxy",
+        help="run the sidecar proxy described by an engine's settings file",
+        description="Initiator sessions: listen where the engine's SocketConnectHost/Port point, "
+        "connect onward to FixSecureConnectHost/Port. Acceptor sessions: listen on "
+        "FixSecureAcceptHost/Port, deliver to SocketAcceptHost/Port. SIGTERM drains and exits 0; "
+        "SIGHUP reloads keys.",
+    )
+    proxy.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    proxy.add_argument(
+        "--stats",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="log a line of counters this often (default: FixSecureStatsInterval, 0 = off)",
+    )
+    _add_log_level(proxy)
+    proxy.set_defaults(handler=_cmd_proxy)
     return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity on stderr (default: %(default)s); message contents are never logged",
+    )
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -125,6 +163,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         run_core(args.suite, messages=args.messages, repeats=args.repeats), as_json=args.json
     )
     return 0
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from fixsecure.proxy import run_proxy  # noqa: PLC0415 - lazy, see module doc
+
+    _setup_logging(args.log_level)
+    return asyncio.run(run_proxy(args.config, stats_interval=args.stats))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

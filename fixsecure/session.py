@@ -158,20 +158,32 @@ class AcceptorDirectory:
         admit: Callable[[SessionID], bool] | None = None,
     ) -> None:
         self._by_ids: dict[tuple[str, str, str], SessionConfig] = {}
+        self.max_wire_size = wire.wire_limit(DEFAULT_MAX_MESSAGE_SIZE)
+        self.update(sessions)
+        self.replay_store = replay_store
+        self.admit = admit
+
+    def update(self, sessions: Iterable[SessionConfig]) -> None:
+        """Replace the sessions (e.g. new pinned keys after a reload); connections already past
+        their Logon keep the configuration they started with."""
+        by_ids: dict[tuple[str, str, str], SessionConfig] = {}
         for config in sessions:
             sid = config.session_id
             key = (sid.begin_string, sid.sender_comp_id, sid.target_comp_id)
-            if key in self._by_ids:
+            if key in by_ids:
                 raise ConfigError(
                     f"two acceptor sessions for {sid}: one port cannot tell them apart"
                 )
-            self._by_ids[key] = config
-        self.replay_store = replay_store
-        self.admit = admit
+            by_ids[key] = config
+        self._by_ids = by_ids
         self.max_wire_size = max(
-            (wire.wire_limit(c.max_message_size) for c in self._by_ids.values()),
+            (wire.wire_limit(c.max_message_size) for c in by_ids.values()),
             default=wire.wire_limit(DEFAULT_MAX_MESSAGE_SIZE),
         )
+
+    @property
+    def sessions(self) -> tuple[SessionConfig, ...]:
+        return tuple(self._by_ids.values())
 
     def __len__(self) -> int:
         return len(self._by_ids)
