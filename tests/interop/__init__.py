@@ -1,0 +1,1 @@
+"""Tests that run real FIX engines (QuickFIX) and sidecars (stunnel) as subprocesses."""
