@@ -368,9 +368,17 @@ def test_named_pipe_is_refused_without_hanging(tmp_path: Path) -> None:
         load_private_key(fifo, "25519")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
-def test_unreadable_private_key(pair: KeyPairFiles) -> None:
+def test_unreadable_private_key(pair: KeyPairFiles, monkeypatch: pytest.MonkeyPatch) -> None:
     pair.private_path.chmod(0o000)
+    if os.geteuid() == 0:  # root reads anything: make open() answer as it would for a user
+        real_open = os.open
+
+        def refuse(path: object, *args: object, **kwargs: object) -> int:
+            if Path(str(path)) == pair.private_path:
+                raise PermissionError(13, "Permission denied")
+            return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(KeyFileError, match="permission denied"):
         load_private_key(pair.private_path, "25519")
 
