@@ -98,6 +98,7 @@ class FramingError(ProtocolError):
     """Bytes that are not a well-formed FIX message (``offset`` locates the problem)."""
 
     def __init__(self, message: str, offset: int | None = None) -> None:
+        self.reason = message
         self.offset = offset
         super().__init__(message if offset is None else f"{message} (at byte {offset})")
 

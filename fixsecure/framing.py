@@ -57,6 +57,7 @@ DATA_FIELDS: Final[dict[int, int]] = {
 
 _MAX_BEGIN_STRING: Final = 16  # "FIXT.1.1" is 8; a little slack, then it is garbage
 _MAX_LENGTH_DIGITS: Final = 10
+_MAX_TAG_DIGITS: Final = 9
 _TRAILER_LEN: Final = 7  # b"10=nnn\x01"
 _CHUNK: Final = 256  # adler32's first sum is exact below 65521: 256 * 255 + 1 fits
 _ASCII_CHUNK: Final = 515  # 515 * 127 + 1 fits as well
@@ -128,10 +129,8 @@ def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int 
         )
     if len(buf) < end:
         return None
-    expected = checksum(buf[start:trailer])
-    if (
-        buf[trailer - 1 : trailer + 3] == b"\x0110="
-        and buf[trailer + 3 : end] == b"%03d\x01" % expected
+    if buf[trailer - 1 : trailer + 3] == b"\x0110=" and buf[trailer + 3 : end] == (
+        b"%03d\x01" % checksum(buf[start:trailer])
     ):
         return end
     if buf[trailer : trailer + 3] != b"10=" or buf[end - 1] != 1:
@@ -151,7 +150,7 @@ class Framer:
     safely, so every later call raises the same error.
     """
 
-    __slots__ = ("_buf", "_error", "_pos", "max_message_size")
+    __slots__ = ("_buf", "_consumed", "_error", "_pos", "max_message_size")
 
     def __init__(self, max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> None:
         if max_message_size < 32:
@@ -161,6 +160,7 @@ class Framer:
         # common case: no copy at all); a bytearray only while a message spans several reads.
         self._buf: bytes | bytearray = b""
         self._pos = 0
+        self._consumed = 0  # stream offset of self._buf[0], so errors report stream positions
         self._error: FramingError | None = None
 
     @property
@@ -170,6 +170,7 @@ class Framer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the stream."""
+        self._consumed += self._pos
         if self._pos >= len(self._buf):
             self._buf = bytes(data)
         else:
@@ -190,8 +191,9 @@ class Framer:
         try:
             end = frame_one(buf, pos, self.max_message_size)
         except FramingError as exc:
-            self._error = exc
-            raise
+            offset = None if exc.offset is None else exc.offset + self._consumed
+            self._error = FramingError(exc.reason, offset)
+            raise self._error from None
         if end is None:
             return None
         self._pos = end
@@ -221,8 +223,8 @@ def iter_fields(message: bytes) -> Iterator[tuple[int, bytes]]:
         if eq < 0:
             raise FramingError("field without '='", pos)
         raw_tag = message[pos:eq]
-        if not raw_tag.isdigit() or raw_tag[0] == 0x30:
-            raise FramingError(f"tag {raw_tag!r} is not a positive number", pos)
+        if not raw_tag.isdigit() or raw_tag[0] == 0x30 or len(raw_tag) > _MAX_TAG_DIGITS:
+            raise FramingError(f"tag {raw_tag[:16]!r} is not a positive number", pos)
         tag = int(raw_tag)
         if data_length is not None and tag == data_tag:
             stop = eq + 1 + data_length
@@ -238,7 +240,7 @@ def iter_fields(message: bytes) -> Iterator[tuple[int, bytes]]:
         value = message[eq + 1 : soh]
         yield tag, value
         if tag in DATA_FIELDS:
-            if not value.isdigit():
+            if not value.isdigit() or len(value) > _MAX_LENGTH_DIGITS:
                 raise FramingError(f"length field {tag} is not a number", eq)
             data_length = int(value)
             data_tag = DATA_FIELDS[tag]

@@ -541,8 +541,10 @@ class Session:
                     events.append(self._open(message))
                 else:
                     events.extend(self._receive_other(message))
-            except (_Refused, FramingError, WireError, NoiseError, LimitExceeded) as exc:
+            except (_Refused, FramingError, NoiseError, LimitExceeded) as exc:
                 events.append(self._fail(str(exc)))
+            except ValueError as exc:  # WireError, and any other malformed value: still an event
+                events.append(self._fail(f"malformed message: {exc}"))
         return events
 
     def receive_eof(self) -> list[Event]:

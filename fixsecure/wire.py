@@ -67,7 +67,7 @@ _HEADER_RUN: Final = rb"(?:(?:" + _TAG_ALTERNATION + rb")=[^\x01]+\x01)*"
 # One C-level match finds BodyLength, MsgType and the end of the clear header of a framed message;
 # for a transport message also SecureDataLen and where SecureData starts.
 _HEAD_PATTERN: Final = (
-    rb"8=[^\x01]+\x01(?P<length>9=[0-9]+\x01)(?P<header>35=(?P<type>[^\x01]+)\x01"
+    rb"8=[^\x01]{1,16}\x01(?P<length>9=[0-9]{1,10}\x01)(?P<header>35=(?P<type>[^\x01]+)\x01"
     + _HEADER_RUN
     + rb")"
 )
@@ -198,16 +198,21 @@ _B64_VALUE: Final = {
 
 
 def b64decode(text: bytes) -> bytes:
-    """Strict, canonical base64: alphabet, padding, and zero padding bits (§8.2)."""
+    """Strict, canonical base64: alphabet, padding, and zero padding bits (§8.2).
+
+    Exactly one text encodes each byte string: whole 4-character quanta, ``=`` only as the one or
+    two characters the length requires, and zero bits where padding leaves bits unused. binascii's
+    strict mode alone accepts ``AAAA=`` and non-zero padding bits.
+    """
     try:
         data = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         raise WireError("SecureData(91) is not valid base64") from None
-    # strict_mode accepts non-zero padding bits ("QUJ=" decodes like "QUI="); refuse them so each
-    # ciphertext has exactly one wire form. Only a padded final quantum has such bits.
-    if text[-1:] == b"=" and (
-        _B64_VALUE[text[-3]] & 0x0F if text[-2] == 0x3D else _B64_VALUE[text[-2]] & 0x03
-    ):
+    size = len(text)
+    pad = size // 4 * 3 - len(data)
+    if size % 4 or not 0 <= pad <= 2 or text[size - pad :] != b"=" * pad:
+        raise WireError("SecureData(91) is not canonical base64")
+    if pad and _B64_VALUE[text[size - pad - 1]] & (0x0F if pad == 2 else 0x03):
         raise WireError("SecureData(91) is not canonical base64")
     return data
 
@@ -272,8 +277,13 @@ def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
 
 
 def wire_limit(max_message_size: int) -> int:
-    """Largest wire message a receiver accepts for a plaintext limit ``M`` (§8.4)."""
-    return max_message_size + -(-max_message_size // 3) + 256
+    """Largest wire message a receiver accepts for a plaintext limit ``M`` (§8.4).
+
+    Message 2 is the largest protected form of a plaintext: its payload repeats the clear header
+    as a field list (at most 2.25 bytes per header byte) before base64's 4/3 expansion, so no
+    protected message of a plaintext of ``M`` bytes exceeds ``4 M + 1024``.
+    """
+    return 4 * max_message_size + 1024
 
 
 _TIMESTAMP: Final = re.compile(
@@ -288,7 +298,7 @@ def sending_time_ns(value: bytes) -> int:
         raise WireError(f"SendingTime {value[:32]!r} is not a FIX UTCTimestamp")
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
     fraction = match.group(7) or b""
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
+    if year < 1 or not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
         raise WireError(f"SendingTime {value!r} has an invalid date")
     if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
         raise WireError(f"SendingTime {value!r} has an invalid time of day")
