@@ -163,12 +163,15 @@ class FixConnection:
                     "%s: handshake complete with %s (%s)", event.session_id, self.peer, event.suite
                 )
             elif isinstance(event, ConnectionFailed):
-                log.warning(
-                    "%s: connection from %s rejected: %s",
-                    self.session_id or "unidentified session",
-                    self.peer,
-                    event.reason,
-                )
+                if self.session_id is None:  # the reason names the claimed session, if any
+                    log.warning("connection from %s rejected: %s", self.peer, event.reason)
+                else:
+                    log.warning(
+                        "%s: connection from %s rejected: %s",
+                        self.session_id,
+                        self.peer,
+                        event.reason,
+                    )
                 self._end(False, f"protocol failure: {event.reason}")
             elif isinstance(event, ConnectionClosed):
                 self._end(event.clean, event.reason)

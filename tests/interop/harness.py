@@ -623,11 +623,20 @@ class TcpRelay:
             asyncio.ensure_future(self._pump(up_reader, writer, link.down, up=False)),
         ]
         try:
-            await asyncio.gather(*pumps, return_exceptions=True)
+            # A half-close (EOF) is passed on and the other direction keeps going; an error (a
+            # reset) on either side must reach the other side at once, as on a real path.
+            pending = set(pumps)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if any(task.exception() is not None for task in done):
+                    break
         finally:
             link.open = False
             for w in (writer, up_writer):
                 w.transport.abort()
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(
         self,
