@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="core: per-message cost of the encrypt and decrypt paths against a naive "
         "simplefix pipeline and the bare AEAD, plus the handshake.",
     )
-    bench.add_argument("target", choices=["core"], help="what to measure")
+    bench.add_argument("target", choices=["core", "proxy"], help="what to measure")
     bench.add_argument("--json", action="store_true", help="machine-readable output")
     bench.add_argument("--suite", choices=SUITES, default=DEFAULT_SUITE, metavar="SUITE")
     bench.add_argument(
@@ -101,6 +102,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_log_level(proxy)
     proxy.set_defaults(handler=_cmd_proxy)
+
+    counterparty = sub.add_parser(
+        "counterparty",
+        help="run the test counterparty (answers orders) described by a settings file",
+        description="Acceptor sessions listen on SocketAcceptHost/Port (sessions sharing an "
+        "address share a listener; the Logon's CompIDs pick the session), initiator sessions "
+        "connect to SocketConnectHost/Port and reconnect every ReconnectInterval. fixsecure is "
+        "built in: plaintext only where FixSecureRequired=N. Orders are answered with "
+        "ExecutionReports (CounterpartyFillParts, CounterpartyFillInterval, "
+        "CounterpartyMarketPrice). SIGTERM/SIGINT log every session out and exit 0; exit status "
+        "2 for an unusable settings file.",
+    )
+    counterparty.add_argument("-c", "--config", type=Path, required=True, metavar="FILE")
+    counterparty.add_argument(
+        "--stats",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="log a status line per session this often (default: FixSecureStatsInterval, 0 = off)",
+    )
+    _add_log_level(counterparty)
+    counterparty.set_defaults(handler=_cmd_counterparty)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="show what captured wire bytes reveal without keys, and flag anomalies",
+        description="Read a raw capture of wire bytes or a FIX log (one message per line, after "
+        "any prefix such as QuickFIX FileLog's timestamp; SOH written as SOH, | or ^A) and print, "
+        "per message, its clear fields, its kind (handshake-1, handshake-2, protected, "
+        "plaintext), SecureData sizes and layout anomalies, then a summary. Needs no keys. Exit "
+        "status 0 if no anomaly, 1 if any, 2 if the input is unusable.",
+    )
+    inspect.add_argument(
+        "file", nargs="?", default="-", metavar="FILE", help="capture or log; - or none: stdin"
+    )
+    inspect.add_argument(
+        "--json", action="store_true", help="JSON Lines: one object per message, then a summary"
+    )
+    inspect.set_defaults(handler=_cmd_inspect)
     return parser
 
 
@@ -159,6 +199,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.messages < 1 or args.repeats < 1:
         print("fixsecure bench: --messages and --repeats must be positive", file=sys.stderr)
         return 2
+    if args.target == "proxy":
+        from fixsecure.benchproxy import run_from_args  # noqa: PLC0415 - lazy, see module doc
+
+        return run_from_args(args)
     print_core(
         run_core(args.suite, messages=args.messages, repeats=args.repeats), as_json=args.json
     )
@@ -170,6 +214,40 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     return asyncio.run(run_proxy(args.config, stats_interval=args.stats))
+
+
+def _cmd_counterparty(args: argparse.Namespace) -> int:
+    from fixsecure.counterparty.runner import run_counterparty  # noqa: PLC0415 - lazy, see module doc
+
+    _setup_logging(args.log_level)
+    return asyncio.run(run_counterparty(args.config, stats_interval=args.stats))
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from fixsecure.inspection import (  # noqa: PLC0415 - lazy, see module doc
+        inspect_capture,
+        render_json,
+        render_text,
+    )
+
+    name = "stdin" if args.file == "-" else args.file
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        print(f"fixsecure inspect: cannot read {name}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    inspection = inspect_capture(data)
+    if not inspection.reports:
+        print(f"fixsecure inspect: no FIX message found in {name}", file=sys.stderr)
+        return 2
+    render = render_json if args.json else render_text
+    try:
+        for line in render(inspection):
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `fixsecure inspect capture | head` is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return inspection.summary.exit_status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
