@@ -129,7 +129,10 @@ class FixConnection:
         if self._handshake_deadline is not None and self.session.state in _HANDSHAKE_STATES:
             timeout = max(self._handshake_deadline - time.monotonic(), 0.0)
         try:
-            data = await asyncio.wait_for(self._reader.read(READ_SIZE), timeout)
+            if timeout is None:
+                data = await self._reader.read(READ_SIZE)
+            else:
+                data = await self._read_during_handshake(timeout)
         except TimeoutError:
             state = self.session.state.value
             raise self._end(False, f"handshake not complete in time ({state})") from None
@@ -143,6 +146,19 @@ class FixConnection:
         ended = self.ended  # _handle may have ended the connection
         if ended is not None and not self._inbox:
             raise ended
+
+    async def _read_during_handshake(self, timeout: float) -> bytes:
+        """A read bounded by the handshake deadline, unless the handshake completes meanwhile
+        (an acceptor completes it by *sending* message 2 while this read is pending)."""
+        read = asyncio.ensure_future(self._reader.read(READ_SIZE))
+        try:
+            done, _ = await asyncio.wait({read}, timeout=timeout)
+            if not done and self.session.state in _HANDSHAKE_STATES:
+                raise TimeoutError
+            return await read
+        finally:
+            if not read.done():
+                read.cancel()
 
     def _handle(self, events: Iterable[Event]) -> None:
         for event in events:

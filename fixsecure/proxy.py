@@ -55,6 +55,9 @@ __all__ = ["Proxy", "ProxyStats", "run_proxy"]
 log = logging.getLogger("fixsecure.proxy")
 
 _ENGINE_LOGON_TIMEOUT: Final = 30.0
+# Listen queue: Python's default (100) overflows in a reconnect storm, and the SYN retransmits
+# that follow add seconds; a connection storm is bounded by FixSecureMaxHalfOpen instead.
+_BACKLOG: Final = 1024
 
 
 @dataclass
@@ -177,7 +180,9 @@ class Proxy:
         settings: SessionSettings,
     ) -> None:
         try:
-            server = await asyncio.start_server(handler, host, port, limit=READ_SIZE)
+            server = await asyncio.start_server(
+                handler, host, port, limit=READ_SIZE, backlog=_BACKLOG
+            )
         except OSError as exc:
             raise ConfigError(_listen_error(exc, host, port, what, settings)) from None
         self._servers.append(server)
@@ -244,6 +249,7 @@ class Proxy:
                     admission=admission,
                     clock=self._clock,
                     handshake_timeout=first.handshake_timeout,
+                    backlog=max(_BACKLOG, first.max_half_open),
                 )
             except OSError as exc:
                 raise ConfigError(

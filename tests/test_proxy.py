@@ -376,3 +376,27 @@ def test_an_engine_logging_on_as_an_unknown_session_is_refused(tmp_path: Path) -
             assert accepted.empty()
 
     run(main())
+
+
+def test_an_idle_session_outlives_the_handshake_timeout(tmp_path: Path) -> None:
+    """Regression: the acceptor completes the handshake by *sending* message 2 while its read is
+    pending; that read must not keep the handshake deadline (2 s here) once established."""
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (_, _, accepted):
+            bank = await bank_engine(topology)
+            await bank.send(logon(b"BANK", b"VENUE"))
+            venue = await asyncio.wait_for(accepted.get(), 5)
+            await venue.receive()
+            await venue.send(logon(b"VENUE", b"BANK"))
+            await bank.receive()
+            await asyncio.sleep(2.5)  # longer than FixSecureHandshakeTimeout=2, both ways idle
+            order = fix_message(b"D", 2, b"BANK", b"VENUE", [(11, b"X")], sending_time=now_stamp())
+            await bank.send(order)
+            assert await venue.receive(timeout=3) == order
+            fill = fix_message(b"8", 2, b"VENUE", b"BANK", [(11, b"X")], sending_time=now_stamp())
+            await venue.send(fill)
+            assert await bank.receive(timeout=3) == fill
+
+    run(main())
