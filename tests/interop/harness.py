@@ -37,16 +37,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
-import ipaddress
 import json
-import os
 import re
-import shutil
-import signal
 import socket
 import struct
-import subprocess
 import sys
 import sysconfig
 import threading
@@ -54,7 +48,22 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
+
+from fixsecure.benchproxy import (
+    Address,
+    ManagedProcess,
+    free_ports,
+    stunnel_binary,
+    stunnel_config,
+)
+from fixsecure.benchproxy import ThrowawayPki as TestPki
+from fixsecure.benchproxy import (
+    make_throwaway_pki as make_test_pki,
+)
+from fixsecure.benchproxy import (
+    tail as _tail,
+)
 
 LOOPBACK = "127.0.0.1"
 QFAPPS = Path(__file__).with_name("qfapps.py")
@@ -76,14 +85,6 @@ class Closeable(Protocol):
 C = TypeVar("C", bound=Closeable)
 
 
-class Address(NamedTuple):
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
 class HarnessError(AssertionError):
     """A process or hop misbehaved; the message carries the diagnostics (log tails)."""
 
@@ -103,19 +104,6 @@ def wait_until(
 
 
 # --- ports and settings ------------------------------------------------------------------------
-
-
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """Distinct ports the kernel just handed out on ``host`` (all bound at once, then released).
-
-    Another process could take one before it is used again; on loopback in a test run that is rare
-    enough, and hops that can bind port 0 themselves (TcpRelay) do so instead.
-    """
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for s in socks:
-            s.bind((host, 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def free_port(host: str = LOOPBACK) -> int:
@@ -160,10 +148,6 @@ def data_dictionary(name: str = "FIX44.xml") -> Path | None:
         if path.is_file():
             return path
     return None
-
-
-def stunnel_binary() -> str | None:
-    return shutil.which("stunnel4") or shutil.which("stunnel")
 
 
 # --- FIX framing and message logs --------------------------------------------------------------
@@ -312,75 +296,6 @@ class MessageLog:
 
 
 # --- processes ---------------------------------------------------------------------------------
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return "(missing)"
-    return data[-limit:].decode(errors="replace")
-
-
-class ManagedProcess:
-    """A child process whose stdout/stderr go to files; stop() is always bounded."""
-
-    def __init__(self, name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str]):
-        self.name = name
-        self.workdir = workdir
-        self.stdout_path = workdir / f"{name}.stdout"
-        self.stderr_path = workdir / f"{name}.stderr"
-        self.argv = list(argv)
-        pdeathsig = shutil.which("setpriv")
-        prefix = [pdeathsig, "--pdeathsig", "KILL", "--"] if pdeathsig else []
-        with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [*prefix, *self.argv],
-                cwd=workdir,
-                env={**os.environ, **env},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,  # pytest's Ctrl-C is ours to handle, not the child's
-            )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            msg = f"{self.name} still running after {timeout}s\n{self.diagnostics()}"
-            raise TimeoutError(msg) from None
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, wait up to ``timeout``, then SIGKILL; returns the exit status."""
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                return self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        return self.kill()
-
-    def kill(self) -> int:
-        if self.running:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-        return self.proc.wait(10)
-
-    def diagnostics(self) -> str:
-        return (
-            f"--- {self.name} (pid {self.pid}, exit {self.proc.poll()}) {' '.join(self.argv)}\n"
-            f"stdout: {_tail(self.stdout_path)}\nstderr: {_tail(self.stderr_path)}"
-        )
 
 
 @dataclass(frozen=True)
@@ -623,20 +538,11 @@ class TcpRelay:
             asyncio.ensure_future(self._pump(up_reader, writer, link.down, up=False)),
         ]
         try:
-            # A half-close (EOF) is passed on and the other direction keeps going; an error (a
-            # reset) on either side must reach the other side at once, as on a real path.
-            pending = set(pumps)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if any(task.exception() is not None for task in done):
-                    break
+            await asyncio.gather(*pumps, return_exceptions=True)
         finally:
             link.open = False
             for w in (writer, up_writer):
                 w.transport.abort()
-            for task in pumps:
-                task.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(
         self,
@@ -763,151 +669,6 @@ class TcpRelay:
 
 
 # --- TLS material and stunnel ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TestPki:
-    """Throwaway ECDSA P-256 CA with one server and one client certificate (PEM files)."""
-
-    __test__ = False  # not a pytest test class
-
-    ca_cert: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    server_name: str
-
-
-def make_test_pki(directory: Path, server_name: str = "localhost") -> TestPki:
-    """Create a CA and two leaves valid for a day; SAN = ``server_name`` and 127.0.0.1."""
-    from cryptography import x509  # noqa: PLC0415 - only the TLS tests need it
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        return path
-
-    def write_cert(cert: x509.Certificate, path: Path) -> Path:
-        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        return path
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("fixsecure test CA"))
-        .issuer_name(name("fixsecure test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def leaf(cn: str, usage: x509.ObjectIdentifier) -> tuple[x509.Certificate, Any]:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name(cn))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName(cn), x509.IPAddress(ipaddress.ip_address(LOOPBACK))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        return cert, key
-
-    server_cert, server_key = leaf(server_name, ExtendedKeyUsageOID.SERVER_AUTH)
-    client_cert, client_key = leaf("fixsecure-test-client", ExtendedKeyUsageOID.CLIENT_AUTH)
-    return TestPki(
-        ca_cert=write_cert(ca_cert, directory / "ca.pem"),
-        server_cert=write_cert(server_cert, directory / "server.pem"),
-        server_key=write_key(server_key, directory / "server.key"),
-        client_cert=write_cert(client_cert, directory / "client.pem"),
-        client_key=write_key(client_key, directory / "client.key"),
-        server_name=server_name,
-    )
-
-
-def stunnel_config(
-    *,
-    client: bool,
-    accept: Address,
-    connect: Address,
-    pki: TestPki,
-    tls_version: str = "TLSv1.3",
-) -> str:
-    """A foreground stunnel config for one side of a mutually authenticated TLS pair.
-
-    ``sslVersionMin``/``Max`` pin one protocol version. Logging is at ``info``: it records the
-    negotiated version of every connection ("TLSv1.3 ciphersuite: ...") and the line
-    StunnelPair waits for at startup.
-    """
-    cert, key = (pki.client_cert, pki.client_key) if client else (pki.server_cert, pki.server_key)
-    lines = [
-        "foreground = yes",
-        "pid =",
-        "syslog = no",
-        "debug = info",
-        "",
-        "[fix]",
-        f"client = {'yes' if client else 'no'}",
-        f"accept = {accept}",
-        f"connect = {connect}",
-        f"cert = {cert}",
-        f"key = {key}",
-        f"CAfile = {pki.ca_cert}",
-        "verifyChain = yes",
-        f"sslVersionMin = {tls_version}",
-        f"sslVersionMax = {tls_version}",
-        "socket = l:TCP_NODELAY=1",
-        "socket = r:TCP_NODELAY=1",
-    ]
-    lines.append(f"checkHost = {pki.server_name}" if client else "requireCert = yes")
-    return "\n".join(lines) + "\n"
 
 
 class StunnelPair:
