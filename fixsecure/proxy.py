@@ -27,26 +27,36 @@ import contextlib
 import errno
 import logging
 import signal
+import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final, cast
 
 from fixsecure import wire
 from fixsecure.admission import Admission
-from fixsecure.asyncio import READ_SIZE, FixConnection, connect, serve
 from fixsecure.endpoint import PerSessionReplayStore, session_config
 from fixsecure.errors import (
     ConfigError,
-    ConnectionEnded,
     FramingError,
     LimitExceeded,
     LocalProtocolError,
 )
 from fixsecure.framing import Framer
 from fixsecure.replay import FileReplayStore, ReplayStore
-from fixsecure.session import AcceptorDirectory, Clock, SessionConfig
+from fixsecure.session import (
+    AcceptorDirectory,
+    Clock,
+    ConnectionClosed,
+    ConnectionFailed,
+    Event,
+    HandshakeComplete,
+    LogonAccepted,
+    MessageReceived,
+    Session,
+    SessionConfig,
+)
 from fixsecure.sessionid import SessionID
 from fixsecure.settings import SessionSettings, Settings, load_settings
 
@@ -93,7 +103,7 @@ class Proxy:
         self.settings: Settings = load_settings(self.path)
         self.stats = ProxyStats()
         self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.links: set[_Link] = set()
         self._initiators: dict[SessionID, tuple[SessionSettings, SessionConfig]] = {}
         self._directories: list[tuple[AcceptorDirectory, list[SessionSettings]]] = []
         self._stopping = False
@@ -171,22 +181,22 @@ class Proxy:
             await self._close_servers()
             raise
 
-    async def _bind(
+    async def _listen(
         self,
-        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        factory: Callable[[], asyncio.Protocol],
         host: str,
         port: int,
         what: str,
         settings: SessionSettings,
+        *,
+        backlog: int = _BACKLOG,
     ) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            server = await asyncio.start_server(
-                handler, host, port, limit=READ_SIZE, backlog=_BACKLOG
-            )
+            server = await loop.create_server(factory, host, port, backlog=backlog)
         except OSError as exc:
             raise ConfigError(_listen_error(exc, host, port, what, settings)) from None
         self._servers.append(server)
-        log.info("listening on %s:%d for %s", host, port, what)
 
     async def _start_initiator_listeners(self) -> None:
         groups: dict[tuple[str, int], list[SessionSettings]] = {}
@@ -196,15 +206,18 @@ class Proxy:
             assert port is not None
             groups.setdefault((host, port), []).append(settings)
         for (host, port), sessions in groups.items():
+            ids = frozenset(s.session_id for s in sessions)
 
-            async def on_engine(
-                reader: asyncio.StreamReader,
-                writer: asyncio.StreamWriter,
-                _ids: frozenset[SessionID] = frozenset(s.session_id for s in sessions),
-            ) -> None:
-                await self._track(self._initiator_connection(_ids, reader, writer))
+            def engine_side(_ids: frozenset[SessionID] = ids) -> asyncio.Protocol:
+                return _Side(_InitiatorLink(self, _ids), ENGINE)
 
-            await self._bind(on_engine, host, port, "initiator engines", sessions[0])
+            await self._listen(engine_side, host, port, "SocketConnectPort", sessions[0])
+            log.info(
+                "listening on %s:%d for initiator engine(s): %s",
+                host,
+                port,
+                ", ".join(str(s.session_id) for s in sessions),
+            )
 
     async def _start_acceptor_listeners(self) -> None:
         groups: dict[tuple[str, int], list[SessionSettings]] = {}
@@ -233,29 +246,21 @@ class Proxy:
                 admit=admission.admit_session,
             )
             self._directories.append((directory, sessions))
-            engines = {s.session_id: s for s in sessions}
+            listener = _AcceptorListener(
+                directory, admission, {s.session_id: s for s in sessions}, first.handshake_timeout
+            )
 
-            async def on_logon(
-                conn: FixConnection, _engines: dict[SessionID, SessionSettings] = engines
-            ) -> None:
-                await self._track(self._acceptor_connection(conn, _engines))
+            def network_side(_listener: _AcceptorListener = listener) -> asyncio.Protocol:
+                return _Side(_AcceptorLink(self, _listener), NETWORK)
 
-            try:
-                server = await serve(
-                    directory,
-                    on_logon,
-                    host,
-                    port,
-                    admission=admission,
-                    clock=self._clock,
-                    handshake_timeout=first.handshake_timeout,
-                    backlog=max(_BACKLOG, first.max_half_open),
-                )
-            except OSError as exc:
-                raise ConfigError(
-                    _listen_error(exc, host, port, "FixSecureAcceptPort", sessions[0])
-                ) from None
-            self._servers.append(server)
+            await self._listen(
+                network_side,
+                host,
+                port,
+                "FixSecureAcceptPort",
+                sessions[0],
+                backlog=max(_BACKLOG, first.max_half_open),
+            )
             log.info(
                 "listening on %s:%d for %d acceptor session(s): %s",
                 host,
@@ -263,18 +268,6 @@ class Proxy:
                 len(sessions),
                 ", ".join(str(s.session_id) for s in sessions),
             )
-
-    async def _track(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        self.stats.active += 1
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._tasks.discard(task)
-            self.stats.active -= 1
 
     async def _close_servers(self) -> None:
         for server in self._servers:
@@ -291,193 +284,435 @@ class Proxy:
             drain_timeout = max(
                 (s.secure.drain_timeout for s in self.settings.sessions), default=5.0
             )
-        tasks = set(self._tasks)
-        if tasks:
-            log.info("draining %d connection(s) for up to %.1f s", len(tasks), drain_timeout)
-            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        links = list(self.links)
+        if links:
+            log.info("draining %d connection(s) for up to %.1f s", len(links), drain_timeout)
+            await asyncio.wait([link.done for link in links], timeout=drain_timeout)
+            for link in list(self.links):
+                link.close("the proxy is shutting down", abort=True)
+            if self.links:
+                await asyncio.wait([link.done for link in self.links], timeout=5)
         log.info("stopped; %s", self.stats.line())
 
-    # -- connections ----------------------------------------------------------------------------
 
-    async def _initiator_connection(
-        self,
-        session_ids: frozenset[SessionID],
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        self.stats.engine_connections += 1
-        engine = _peer(writer)
-        framer = Framer(max(c.max_message_size for _, c in self._initiators.values()))
-        try:
-            logon = await asyncio.wait_for(_first_message(reader, framer), _ENGINE_LOGON_TIMEOUT)
-        except (TimeoutError, ConnectionEnded, FramingError, OSError) as exc:
-            log.warning("engine %s: no valid first message: %s", engine, _why(exc))
-            writer.close()
+# -- one proxied connection -------------------------------------------------------------------
+
+ENGINE: Final = "engine"
+NETWORK: Final = "network"
+
+
+class _Side(asyncio.Protocol):
+    """One TCP connection of a link (the engine's or the network's); all logic is in the link."""
+
+    def __init__(self, link: _Link, name: str) -> None:
+        self.link = link
+        self.name = name
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
+        self.link.attached(self.name, cast(asyncio.Transport, transport))
+
+    def data_received(self, data: bytes) -> None:
+        self.link.received(self.name, data)
+
+    def eof_received(self) -> bool:
+        self.link.ended(self.name)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.lost(self.name, exc)
+
+    def pause_writing(self) -> None:
+        self.link.flow(self.name, paused=True)
+
+    def resume_writing(self) -> None:
+        self.link.flow(self.name, paused=False)
+
+
+class _Link:
+    """One proxied connection: the engine's TCP connection, the network's, and the sans-IO
+    :class:`Session` between them. Callbacks run in the event loop: bytes in, bytes out, no task
+    switch per message. Each side's reading pauses while the other side's write buffer is full."""
+
+    role = "?"
+
+    def __init__(self, proxy: Proxy) -> None:
+        self.proxy = proxy
+        self.loop = asyncio.get_running_loop()
+        self.session: Session | None = None
+        self.sid: SessionID | None = None
+        self.transports: dict[str, asyncio.Transport] = {}
+        self.pending: dict[str, list[bytes]] = {ENGINE: [], NETWORK: []}
+        self.framer: Framer = Framer()
+        self.timer: asyncio.TimerHandle | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.closed = False
+        self.established = False
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.messages_out = self.messages_in = 0
+        self.peer = "?"
+        proxy.links.add(self)
+        proxy.stats.active += 1
+
+    @property
+    def name(self) -> str:
+        return str(self.sid) if self.sid is not None else f"{self.role} link from {self.peer}"
+
+    # -- transport callbacks --------------------------------------------------------------------
+
+    def attached(self, side: str, transport: asyncio.Transport) -> None:
+        if self.closed:
+            transport.abort()
             return
-        sid = _engine_session(logon, session_ids)
-        found = self._initiators.get(sid) if sid else None
+        self.transports[side] = transport
+        _nodelay(transport)
+        if side == NETWORK:
+            self.proxy.stats.network_connections += 1
+        else:
+            self.proxy.stats.engine_connections += 1
+        waiting, self.pending[side] = self.pending[side], []
+        if waiting:
+            transport.write(b"".join(waiting))
+
+    def received(self, side: str, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            if side == ENGINE:
+                self.from_engine(data)
+            else:
+                self.from_network(data)
+        except Exception as exc:  # a callback must not leak; nothing of a failure is forwarded
+            log.exception("%s: internal error", self.name)
+            self.close(f"internal error: {_why(exc)}", abort=True)
+
+    def ended(self, side: str) -> None:
+        if self.closed:
+            return
+        if side == NETWORK and self.session is not None:
+            self.network_events(self.session.receive_eof())
+        else:
+            try:
+                self.framer.close()
+                self.close(f"the {side} closed its connection")
+            except FramingError as exc:
+                self.close(f"the {side} closed inside a message: {exc}")
+
+    def lost(self, side: str, exc: Exception | None) -> None:
+        self.transports.pop(side, None)
+        if self.closed:
+            return
+        if side == NETWORK and self.session is not None:
+            if exc is None:  # closed without an EOF first: the session says how it ended
+                self.network_events(self.session.receive_eof())
+            else:
+                self.close(f"network side ended (abnormal): connection lost: {_why(exc)}")
+        why = f": {_why(exc)}" if exc is not None else ""
+        self.close(f"the {side} connection was lost{why}")
+
+    def flow(self, side: str, *, paused: bool) -> None:
+        """``side``'s write buffer is full (or drained): stop (or restart) reading the other."""
+        other = self.transports.get(NETWORK if side == ENGINE else ENGINE)
+        if other is None or other.is_closing():
+            return
+        if paused:
+            other.pause_reading()
+        else:
+            other.resume_reading()
+
+    # -- moving messages ------------------------------------------------------------------------
+
+    def write(self, side: str, data: bytes) -> None:
+        transport = self.transports.get(side)
+        if transport is None:
+            self.pending[side].append(data)
+        else:
+            transport.write(data)
+
+    def from_engine(self, data: bytes) -> None:
+        """Engine bytes: frame, protect each message, write them to the network in one go."""
+        framer = self.framer
+        framer.feed(data)
+        session = self.session
+        out = []
+        try:
+            while (message := framer.next_message()) is not None:
+                if session is None:  # the initiator's Logon identifies the session
+                    session = self.identify(message)
+                    if session is None:
+                        return
+                    continue
+                out.append(session.send(message))
+        except (FramingError, LocalProtocolError, LimitExceeded) as exc:
+            if out:
+                self.write(NETWORK, b"".join(out))
+                self.messages_out += len(out)
+            log.error("%s: engine side: %s", self.name, exc)
+            self.close(f"engine side error: {exc}")
+            return
+        if out:
+            self.messages_out += len(out)
+            self.write(NETWORK, b"".join(out))
+            if not self.established and session is not None and session.encrypted:
+                self.handshake_done(session)
+
+    def from_network(self, data: bytes) -> None:
+        assert self.session is not None
+        self.network_events(self.session.receive(data))
+
+    def network_events(self, events: list[Event]) -> None:
+        out = []
+        for event in events:
+            if isinstance(event, MessageReceived):
+                out.append(event.message)
+            elif isinstance(event, LogonAccepted):
+                self.logon_accepted(event)
+            elif isinstance(event, HandshakeComplete):
+                self.handshake_done(self.session)
+            elif isinstance(event, ConnectionFailed):
+                if out:
+                    self.deliver(out)
+                    out = []
+                if not self.established:
+                    self.proxy.stats.handshakes_failed += 1
+                log.warning(
+                    "%s: connection from %s rejected: %s", self.name, self.peer, event.reason
+                )
+                self.close(f"protocol failure: {event.reason}")
+                return
+            elif isinstance(event, ConnectionClosed):
+                if out:
+                    self.deliver(out)
+                    out = []
+                how = "clean" if event.clean else "abnormal"
+                self.close(f"network side ended ({how}): {event.reason}")
+                return
+        if out:
+            self.deliver(out)
+
+    def deliver(self, messages: list[bytes]) -> None:
+        self.messages_in += len(messages)
+        self.write(ENGINE, b"".join(messages))
+
+    # -- role hooks -----------------------------------------------------------------------------
+
+    def identify(self, logon: bytes) -> Session | None:
+        raise LocalProtocolError("only an initiator link identifies its session from the engine")
+
+    def logon_accepted(self, event: LogonAccepted) -> None:
+        raise LocalProtocolError("only an acceptor link accepts Logons")
+
+    def handshake_done(self, session: Session | None) -> None:
+        if self.established or session is None:
+            return
+        self.established = True
+        self.proxy.stats.handshakes_ok += 1
+        self.cancel_timer()
+        network = self.transports.get(NETWORK)
+        log.info(
+            "%s: handshake complete with %s (%s)",
+            self.name,
+            _peer(network) if network is not None else "?",
+            session.config.suite if session.config else "?",
+        )
+
+    # -- timers, connecting, closing ------------------------------------------------------------
+
+    def start_timer(self, seconds: float, reason: str) -> None:
+        self.cancel_timer()
+        self.timer = self.loop.call_later(seconds, self.close, reason)
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def connect(self, side: str, host: str, port: int, timeout: float) -> None:
+        async def open_connection() -> None:
+            try:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: _Side(self, side), host, port), timeout
+                )
+            except (OSError, TimeoutError) as exc:
+                if not self.closed:
+                    log.error(
+                        "%s: cannot reach the %s at %s:%d: %s",
+                        self.name,
+                        "engine" if side == ENGINE else "peer",
+                        host,
+                        port,
+                        _why(exc),
+                    )
+                    self.close(f"cannot reach {host}:{port}")
+
+        self.connecting = self.loop.create_task(open_connection())
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """End both connections (flushing what is already written, unless ``abort``)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.cancel_timer()
+        if self.connecting is not None and not self.connecting.done():
+            self.connecting.cancel()
+        if self.session is not None:
+            self.session.abort()
+        for transport in list(self.transports.values()):
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+        stats = self.proxy.stats
+        stats.active -= 1
+        stats.messages_to_network += self.messages_out
+        stats.messages_from_network += self.messages_in
+        self.release()
+        log.info(
+            "%s: closed (%s); %d messages out, %d in",
+            self.name,
+            reason,
+            self.messages_out,
+            self.messages_in,
+        )
+        self.proxy.links.discard(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def release(self) -> None:
+        """Give back what the link holds from its listener (the acceptor's half-open slot)."""
+
+
+class _InitiatorLink(_Link):
+    """Engine connected to us; we connect onward once its Logon says which session it is."""
+
+    role = "initiator"
+
+    def __init__(self, proxy: Proxy, session_ids: frozenset[SessionID]) -> None:
+        super().__init__(proxy)
+        self.session_ids = session_ids
+        self.framer = Framer(max(c.max_message_size for _, c in proxy._initiators.values()))
+
+    def attached(self, side: str, transport: asyncio.Transport) -> None:
+        if side == ENGINE:
+            self.peer = _peer(transport)
+            self.start_timer(_ENGINE_LOGON_TIMEOUT, "the engine sent no Logon in time")
+        super().attached(side, transport)
+
+    def identify(self, logon: bytes) -> Session | None:
+        sid = _engine_session(logon, self.session_ids)
+        found = self.proxy._initiators.get(sid) if sid else None
         if found is None:
             log.error(
                 "engine %s logged on as %s, which no initiator session on this port describes",
-                engine,
+                self.peer,
                 sid or "an unreadable identity",
             )
-            writer.close()
-            return
+            self.close("unknown session")
+            return None
         settings, config = found
-        host, port = settings.secure.connect_host, settings.secure.connect_port
-        assert host is not None
-        assert port is not None
-        try:
-            conn = await connect(
-                config,
-                host,
-                port,
-                clock=self._clock,
-                handshake_timeout=settings.secure.handshake_timeout,
-                connect_timeout=settings.secure.handshake_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            log.error("%s: cannot reach %s:%d: %s", sid, host, port, _why(exc))
-            writer.close()
-            return
-        self.stats.network_connections += 1
-        log.info("%s: engine %s connected; handshake with %s:%d", sid, engine, host, port)
-        try:
-            await conn.send(logon)
-        except (LocalProtocolError, ConnectionEnded) as exc:
-            log.error("%s: engine Logon refused: %s", sid, _why(exc))
-            self.stats.handshakes_failed += 1
-            writer.close()
-            await conn.close()
-            return
-        await self._pump(config.session_id, conn, reader, writer, framer, initiator=True)
+        self.sid = config.session_id
+        secure = settings.secure
+        session = Session.initiator(config, clock=self.proxy._clock)
+        message1 = session.send(logon)  # LocalProtocolError: handled by from_engine
+        self.session = session
+        self.framer.max_message_size = config.max_message_size
+        assert secure.connect_host is not None
+        assert secure.connect_port is not None
+        log.info(
+            "%s: engine %s connected; handshake with %s:%d",
+            self.sid,
+            self.peer,
+            secure.connect_host,
+            secure.connect_port,
+        )
+        self.write(NETWORK, message1)
+        self.messages_out += 1
+        self.start_timer(secure.handshake_timeout, "handshake not complete in time")
+        self.connect(NETWORK, secure.connect_host, secure.connect_port, secure.handshake_timeout)
+        return session
 
-    async def _acceptor_connection(
-        self, conn: FixConnection, engines: dict[SessionID, SessionSettings]
-    ) -> None:
-        self.stats.network_connections += 1
-        sid = conn.session_id
-        assert sid is not None
-        settings = engines[sid]
-        logon = await conn.receive()
-        self.stats.handshakes_ok += 1
-        host = settings.get("SocketAcceptHost") or "127.0.0.1"
+
+@dataclass
+class _AcceptorListener:
+    """What every connection to one acceptor port shares."""
+
+    directory: AcceptorDirectory
+    admission: Admission
+    engines: dict[SessionID, SessionSettings]
+    handshake_timeout: float
+
+
+class _AcceptorLink(_Link):
+    """A peer connected to us; once its Logon passes every check we connect to the engine."""
+
+    role = "acceptor"
+
+    def __init__(self, proxy: Proxy, listener: _AcceptorListener) -> None:
+        super().__init__(proxy)
+        self.listener = listener
+        self.half_open = False
+
+    def attached(self, side: str, transport: asyncio.Transport) -> None:
+        if side == NETWORK:
+            self.peer = _peer(transport)
+            source = transport.get_extra_info("peername")
+            address = source[0] if isinstance(source, tuple) else str(source)
+            if not self.listener.admission.open_connection(address):
+                log.warning("connection from %s refused by the admission limits", self.peer)
+                super().attached(side, transport)
+                self.close("refused by the admission limits", abort=True)
+                return
+            self.half_open = True
+            self.session = Session.acceptor(self.listener.directory, clock=self.proxy._clock)
+            self.start_timer(self.listener.handshake_timeout, "handshake not complete in time")
+        super().attached(side, transport)
+
+    def logon_accepted(self, event: LogonAccepted) -> None:
+        self.release()
+        self.sid = event.session_id
+        settings = self.listener.engines[event.session_id]
+        self.framer.max_message_size = settings.secure.max_message_size
+        log.info(
+            "%s: Logon accepted from %s (%s, own key #%d, peer key #%d)",
+            self.sid,
+            self.peer,
+            "encrypted" if event.encrypted else "PLAINTEXT",
+            event.own_key_index + 1,
+            event.peer_key_index + 1,
+        )
         port = settings.get_int("SocketAcceptPort")
         assert port is not None
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port, limit=READ_SIZE),
-                settings.secure.handshake_timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            log.error("%s: engine at %s:%d unreachable: %s", sid, host, port, _why(exc))
-            await conn.close()
-            return
-        self.stats.engine_connections += 1
-        writer.write(logon)
-        framer = Framer(settings.secure.max_message_size)
-        await self._pump(sid, conn, reader, writer, framer, initiator=False)
+        self.connect(
+            ENGINE,
+            settings.get("SocketAcceptHost") or "127.0.0.1",
+            port,
+            settings.secure.handshake_timeout,
+        )
 
-    async def _pump(
-        self,
-        sid: SessionID,
-        conn: FixConnection,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        framer: Framer,
-        *,
-        initiator: bool,
-    ) -> None:
-        """Move messages both ways until either side ends; then close the other."""
-
-        async def engine_to_network() -> str:
-            while True:
-                data = await reader.read(READ_SIZE)
-                if not data:
-                    framer.close()
-                    return "the engine closed its connection"
-                framer.feed(data)
-                batch = []
-                while (message := framer.next_message()) is not None:
-                    batch.append(message)
-                if batch:
-                    await conn.send_batch(batch)
-
-        async def network_to_engine() -> str:
-            handshaking = initiator
-            while True:
-                batch = await conn.receive_batch()
-                if handshaking:
-                    self.stats.handshakes_ok += 1
-                    handshaking = False
-                writer.write(b"".join(batch))
-                await writer.drain()
-
-        to_network = asyncio.ensure_future(engine_to_network())
-        to_engine = asyncio.ensure_future(network_to_engine())
-        outcome = "cancelled"
-        try:
-            done, _ = await asyncio.wait(
-                {to_network, to_engine}, return_when=asyncio.FIRST_COMPLETED
-            )
-            finished = done.pop()
-            try:
-                outcome = finished.result()
-            except ConnectionEnded as exc:
-                how = "clean" if exc.clean else "abnormal"
-                outcome = f"network side ended ({how}): {exc.reason}"
-                if initiator and conn.session.handshake_hash is None:
-                    self.stats.handshakes_failed += 1
-            except (FramingError, LocalProtocolError, LimitExceeded) as exc:
-                outcome = f"engine side error: {exc}"
-                log.error("%s: %s", sid, outcome)
-            except (ConnectionError, OSError) as exc:
-                outcome = f"connection error: {_why(exc)}"
-        finally:
-            for task in (to_network, to_engine):
-                task.cancel()
-            await asyncio.gather(to_network, to_engine, return_exceptions=True)
-            writer.close()
-            await conn.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-            self.stats.messages_to_network += conn.messages_out
-            self.stats.messages_from_network += conn.messages_in
-            self.stats.bytes_to_network += conn.bytes_out
-            self.stats.bytes_from_network += conn.bytes_in
-            log.info(
-                "%s: closed (%s); %d messages out, %d in",
-                sid,
-                outcome,
-                conn.messages_out,
-                conn.messages_in,
-            )
+    def release(self) -> None:
+        if self.half_open:
+            self.half_open = False
+            self.listener.admission.handshake_done()
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+def _nodelay(transport: asyncio.Transport) -> None:
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
+        return f"{host}:{peer[1]}"
+    return str(peer)
 
 
 def _why(exc: BaseException) -> str:
     text = str(exc)
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
-
-
-async def _first_message(reader: asyncio.StreamReader, framer: Framer) -> bytes:
-    while True:
-        message = framer.next_message()
-        if message is not None:
-            return message
-        data = await reader.read(READ_SIZE)
-        if not data:
-            raise ConnectionEnded(False, "the engine closed before sending a Logon")
-        framer.feed(data)
 
 
 def _engine_session(logon: bytes, candidates: frozenset[SessionID]) -> SessionID | None:
