@@ -39,6 +39,7 @@ from fixsecure.counterparty.fields import (
 from fixsecure.counterparty.runner import (
     Clock,
     CounterpartySession,
+    Observer,
     SessionDriver,
     SessionStatus,
     counterparty_session,
@@ -207,6 +208,7 @@ class OrderClient:
         store: MessageStore | None = None,
         clock: Clock = time.time,
         on_result: Callable[[OrderResult], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if config.role is not Role.INITIATOR:
             raise config.settings.error("ConnectionType", "the order client is an initiator")
@@ -221,6 +223,7 @@ class OrderClient:
             secure=secure,
             clock=clock,
             reset_first_logon=fresh and isinstance(self.store, MemoryStore),
+            observer=observer,
         )
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -236,6 +239,7 @@ class OrderClient:
         *,
         clock: Clock = time.time,
         on_result: Callable[[OrderResult], None] | None = None,
+        observer: Observer | None = None,
     ) -> OrderClient:
         """The client of the file's initiator session (``session_id`` picks one of several)."""
         settings = load_settings(path)
@@ -246,7 +250,12 @@ class OrderClient:
             which = "no" if not candidates else "more than one"
             wanted = f" for {session_id}" if session_id is not None else ""
             raise ConfigError(f"{which} initiator [SESSION]{wanted}", path=settings.path)
-        return cls(counterparty_session(candidates[0]), clock=clock, on_result=on_result)
+        return cls(
+            counterparty_session(candidates[0]),
+            clock=clock,
+            on_result=on_result,
+            observer=observer,
+        )
 
     async def __aenter__(self) -> OrderClient:
         try:

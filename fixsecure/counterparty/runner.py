@@ -484,6 +484,12 @@ class SessionStatus:
         )
 
 
+Observer = Callable[[SessionID, str, bytes], None]
+"""Sees every plaintext FIX message of a session: ``(session_id, "received" | "sent", bytes)``.
+
+For the demo and the tests, which show or compare what the engine wrote and what it received."""
+
+
 class SessionDriver:
     """Runs one engine session over successive :class:`FixConnection` objects.
 
@@ -503,8 +509,10 @@ class SessionDriver:
         clock: Clock = time.time,
         on_reset: Callable[[float], None] | None = None,
         reset_first_logon: bool = False,
+        observer: Observer | None = None,
     ) -> None:
         self.config = config
+        self.observer = observer
         self.app = app
         self.session = app.session
         self.secure = secure
@@ -723,6 +731,9 @@ class SessionDriver:
                     batch = read.result()  # ConnectionEnded at the end
                     read = None
                     self.messages_received += len(batch)
+                    if self.observer is not None:
+                        for message in batch:
+                            self.observer(self.config.session_id, "received", message)
                     actions = self.app.receive_many(batch, now)
                 deadline = self.app.next_deadline()
                 if deadline is not None and deadline <= now:
@@ -798,6 +809,9 @@ class SessionDriver:
                 async with asyncio.timeout(_WRITE_TIMEOUT):
                     await conn.send_batch(data)
                 self.messages_sent += len(data)
+                if self.observer is not None:
+                    for message in data:
+                        self.observer(self.config.session_id, "sent", message)
             except ConnectionEnded as exc:
                 closing = closing or f"connection lost while sending: {exc.reason}"
             except TimeoutError:
@@ -930,10 +944,13 @@ class CounterpartyRunner:
     context manager.
     """
 
-    def __init__(self, path: Path | str, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, path: Path | str, *, clock: Clock = time.time, observer: Observer | None = None
+    ) -> None:
         self.path = Path(path)
         self.sessions = load_counterparty_sessions(self.path)
         self._clock = clock
+        self._observer = observer
         self._drivers: dict[SessionID, SessionDriver] = {}
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -1044,7 +1061,12 @@ class CounterpartyRunner:
             counterparty.simulator = OrderSimulator(config.simulator, start_time=when)
 
         driver = SessionDriver(
-            config, counterparty, secure=secure, clock=self._clock, on_reset=new_book
+            config,
+            counterparty,
+            secure=secure,
+            clock=self._clock,
+            on_reset=new_book,
+            observer=self._observer,
         )
         log.info(
             "%s: %s, %s store: next sender seq %d, next target seq %d, %d order(s) restored",
