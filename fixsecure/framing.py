@@ -168,6 +168,14 @@ class Framer:
         """Bytes received but not yet returned as a message."""
         return len(self._buf) - self._pos
 
+    def skip(self, count: int) -> None:
+        """``count`` stream bytes were consumed without the framer (an empty framer only): keep
+        the stream offsets of later errors right."""
+        if self.buffered:
+            raise ValueError("skip() is only for bytes that never entered the framer")
+        self._consumed += self._pos + count
+        self._buf, self._pos = b"", 0
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the stream."""
         self._consumed += self._pos

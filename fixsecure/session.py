@@ -530,22 +530,47 @@ class Session:
         """Bytes from the network; returns the events they complete, in order."""
         if self.state is State.CLOSED:
             raise LocalProtocolError("the session is closed")
-        self._framer.feed(data)
+        framer = self._framer
         events: list[Event] = []
-        while not self.closed:
-            try:
-                message = self._framer.next_message()
-                if message is None:
-                    break
+        append = events.append
+        try:
+            if self.state is State.ESTABLISHED and not framer.buffered:
+                # The hot path: whole transport messages straight from the read, one regex each.
+                # Anything else (a partial message, an error) is left to the framer below, which
+                # waits for more bytes or names the problem exactly.
+                limit = framer.max_message_size
+                pos, size = 0, len(data)
+                while pos < size:
+                    fast = wire.transport_at(data, pos, limit)
+                    if fast is None:
+                        break
+                    end, parts, sealed = fast
+                    append(self._open(data[pos:end] if pos or end != size else data, parts, sealed))
+                    pos = end
+                if pos:
+                    framer.skip(pos)
+                    if pos == size:
+                        return events
+                    data = data[pos:]
+            framer.feed(data)
+            while not self.closed and (framed := framer.next_message()) is not None:
                 if self.state is State.ESTABLISHED:
-                    events.append(self._open(message))
+                    append(self._open(framed, *wire.transport(framed)))
                 else:
-                    events.extend(self._receive_other(message))
-            except (_Refused, FramingError, NoiseError, LimitExceeded) as exc:
-                events.append(self._fail(str(exc)))
-            except ValueError as exc:  # WireError, and any other malformed value: still an event
-                events.append(self._fail(f"malformed message: {exc}"))
+                    events.extend(self._receive_other(framed))
+        except (_Refused, FramingError, NoiseError, LimitExceeded) as exc:
+            append(self._fail(str(exc)))
+        except ValueError as exc:  # WireError, and any other malformed value: still an event
+            append(self._fail(f"malformed message: {exc}"))
         return events
+
+    def _open(self, message: bytes, parts: wire.Parts, sealed: bytes) -> MessageReceived:
+        """Authenticate and decrypt one transport message; rebuild the engine's original."""
+        assert self._recv is not None
+        body = self._recv.open(message[: parts[0]] + message[parts[1] : parts[2]], sealed)
+        if parts[4] == b"5":
+            self.logout_received = True
+        return MessageReceived(wire.rebuild(message, parts, body), parts[4])
 
     def receive_eof(self) -> list[Event]:
         """The network side closed. Reports whether the session ended cleanly (§9)."""
@@ -569,15 +594,6 @@ class Session:
     def _fail(self, reason: str) -> ConnectionFailed:
         self._move(Input.FAIL)
         return ConnectionFailed(reason)
-
-    def _open(self, message: bytes) -> MessageReceived:
-        parts, sealed = wire.transport(message)
-        msg_type = parts[4]
-        assert self._recv is not None
-        body = self._recv.open(wire.associated_data(message, parts), sealed)
-        if msg_type == b"5":
-            self.logout_received = True
-        return MessageReceived(wire.rebuild(message, parts, body), msg_type)
 
     def _receive_other(self, message: bytes) -> list[Event]:
         if self.state is State.PLAINTEXT:

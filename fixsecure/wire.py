@@ -43,6 +43,7 @@ __all__ = [
     "sending_time_ns",
     "split",
     "transport",
+    "transport_at",
     "wire_limit",
 ]
 
@@ -191,12 +192,6 @@ def b64encode(data: bytes) -> bytes:
     return binascii.b2a_base64(data, newline=False)
 
 
-_B64_VALUE: Final = {
-    c: i
-    for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-}
-
-
 def b64decode(text: bytes) -> bytes:
     """Strict, canonical base64: alphabet, padding, and zero padding bits (§8.2).
 
@@ -208,12 +203,12 @@ def b64decode(text: bytes) -> bytes:
         data = binascii.a2b_base64(text, strict_mode=True)
     except binascii.Error:
         raise WireError("SecureData(91) is not valid base64") from None
-    size = len(text)
-    pad = size // 4 * 3 - len(data)
-    if size % 4 or not 0 <= pad <= 2 or text[size - pad :] != b"=" * pad:
+    if len(text) & 3:
         raise WireError("SecureData(91) is not canonical base64")
-    if pad and _B64_VALUE[text[size - pad - 1]] & (0x0F if pad == 2 else 0x03):
-        raise WireError("SecureData(91) is not canonical base64")
+    if text[-1:] == b"=":  # a padded last quantum: it must be the one encoding of its bytes
+        last = data[len(data) - len(data) % 3 :]
+        if not last or binascii.b2a_base64(last, newline=False) != text[-4:]:
+            raise WireError("SecureData(91) is not canonical base64")
     return data
 
 
@@ -255,6 +250,46 @@ def transport(message: bytes) -> tuple[Parts, bytes]:
             return parts, b64decode(message[start:end])
     parts = split(message)  # the slow path names exactly what is wrong
     return parts, secure_data(message, parts, parts[2])
+
+
+def transport_at(
+    buf: bytes, start: int, max_message_size: int
+) -> tuple[int, Parts, bytes] | None:
+    """The receive fast path: frame *and* split the transport message at ``buf[start]`` in one
+    regex match, validating BodyLength, CheckSum and the §8.1 layout.
+
+    Returns ``(end, parts, sealed)`` with ``parts`` relative to ``start``, or None whenever the
+    bytes are anything but a complete, well-formed transport message (incomplete, oversized,
+    malformed): the caller then takes the slow path (:class:`~fixsecure.framing.Framer` and
+    :func:`transport`), which waits for more bytes or names the exact problem.
+    """
+    match = _TRANSPORT.match(buf, start)
+    if match is None:
+        return None
+    _, (length_start, header_start), (_, header_end), (type_start, type_end), _ = match.regs
+    digits = buf[length_start + 2 : header_start - 1]
+    if digits[0] == 0x30:
+        return None
+    trailer = header_start + int(digits)
+    end = trailer + 7
+    sealed_start = match.end()
+    sealed_end = sealed_start + int(match.group("size"))
+    if (
+        end - start > max_message_size
+        or end > len(buf)
+        or sealed_end + 1 != trailer
+        or buf[sealed_end : sealed_end + 4] != b"\x0110="
+        or buf[trailer + 3 : end] != b"%03d\x01" % checksum(buf[start:trailer])
+    ):
+        return None
+    parts = (
+        length_start - start,
+        header_start - start,
+        header_end - start,
+        trailer - start,
+        buf[type_start:type_end],
+    )
+    return end, parts, b64decode(buf[sealed_start:sealed_end])
 
 
 def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:

@@ -518,3 +518,17 @@ def test_session_pair_builds_matching_configs() -> None:
     assert pair.initiator_config.session_id.reversed() == pair.acceptor_config.session_id
     assert pair.initiator_config.peer_keys == (pair.acceptor_config.own_keys[0].public,)
     assert NOW > 0
+
+
+def test_failure_offsets_are_stream_positions_across_the_fast_path(pair: SessionPair) -> None:
+    """Whole messages take the one-regex fast path; the first bad one falls back to the framer,
+    whose error must still name the byte's position in the stream, not in the read."""
+    good = [pair.initiator.send(order(seq)) for seq in (2, 3)]
+    bad = bytearray(pair.initiator.send(order(4)))
+    bad[-2] = ord("9") if bad[-2] != ord("9") else ord("8")  # a wrong CheckSum digit
+    stream = b"".join(good) + bytes(bad)
+    events = pair.acceptor.receive(stream)
+    assert delivered(events) == [order(2), order(3)]
+    (failure,) = failures(events)
+    trailer = len(stream) - 7
+    assert f"CheckSum(10) does not match (at byte {trailer})" in failure.reason
