@@ -520,9 +520,13 @@ def test_session_pair_builds_matching_configs() -> None:
     assert NOW > 0
 
 
-def test_failure_offsets_are_stream_positions_across_the_fast_path(pair: SessionPair) -> None:
+def test_failure_offsets_are_stream_positions_across_the_fast_path() -> None:
     """Whole messages take the one-regex fast path; the first bad one falls back to the framer,
-    whose error must still name the byte's position in the stream, not in the read."""
+    whose error must still name the byte's position in the connection's stream."""
+    pair = new_pair()
+    message1 = pair.initiator.send(logon())
+    pair.acceptor.receive(message1)
+    pair.initiator.receive(pair.acceptor.send(logon(b"VENUE", b"BANK")))
     good = [pair.initiator.send(order(seq)) for seq in (2, 3)]
     bad = bytearray(pair.initiator.send(order(4)))
     bad[-2] = ord("9") if bad[-2] != ord("9") else ord("8")  # a wrong CheckSum digit
@@ -530,5 +534,5 @@ def test_failure_offsets_are_stream_positions_across_the_fast_path(pair: Session
     events = pair.acceptor.receive(stream)
     assert delivered(events) == [order(2), order(3)]
     (failure,) = failures(events)
-    trailer = len(stream) - 7
-    assert f"CheckSum(10) does not match (at byte {trailer})" in failure.reason
+    position = len(message1) + len(stream) - 7
+    assert f"CheckSum(10) does not match (at byte {position})" in failure.reason
