@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fixsecure.asyncio import FixConnection, connect
-from fixsecure.benchproxy import ManagedProcess
+from fixsecure.benchproxy import ManagedProcess, logon
 from fixsecure.endpoint import session_config
 from fixsecure.framing import Framer, iter_fields
 from fixsecure.keys import write_keypair
@@ -96,17 +96,6 @@ def ack(sender: bytes, seq: int, cl_ord_id: bytes) -> bytes:
     """The engine's acknowledgement of an order; the initiator rebuilds it to compare."""
     body = [(11, cl_ord_id), (150, b"0"), (39, b"0")]
     return fix_message(b"8", seq, b"VENUE", sender, body, sending_time=ACK_TIME)
-
-
-def logon(sender: bytes, target: bytes) -> bytes:
-    return fix_message(
-        b"A",
-        1,
-        sender,
-        target,
-        [(98, b"0"), (108, b"30"), (141, b"Y")],
-        sending_time=format_timestamp(time.time_ns()),
-    )
 
 
 def proc_status(pid: int) -> dict[str, int]:

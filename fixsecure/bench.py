@@ -28,7 +28,7 @@ import simplefix
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from fixsecure import wire
-from fixsecure.memory import fix_message, session_pair
+from fixsecure.memory import fix_message, order_fields, session_pair
 from fixsecure.suites import DEFAULT_SUITE
 
 __all__ = ["CoreResult", "new_order_single", "run_core"]
@@ -44,18 +44,7 @@ def new_order_single(seq: int = 2, size: int = 200) -> bytes:
             seq,
             b"BANK",
             b"VENUE",
-            [
-                (11, b"ORD" + b"0" * pad),
-                (1, b"ACCOUNT1"),
-                (21, b"1"),
-                (55, b"EUR/USD"),
-                (54, b"1"),
-                (60, stamp),
-                (38, b"1000000"),
-                (40, b"2"),
-                (44, b"1.08500"),
-                (59, b"0"),
-            ],
+            order_fields(b"ORD" + b"0" * pad, stamp),
             sending_time=stamp,
         )
 

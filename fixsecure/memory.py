@@ -27,7 +27,7 @@ from fixsecure.sessionid import SessionID
 from fixsecure.suites import DEFAULT_SUITE
 from fixsecure.wire import assemble
 
-__all__ = ["SessionPair", "fix_message", "format_timestamp", "session_pair"]
+__all__ = ["SessionPair", "fix_message", "format_timestamp", "order_fields", "session_pair"]
 
 
 def format_timestamp(ns: int) -> bytes:
@@ -59,6 +59,22 @@ def fix_message(
         for tag, value in fields
     ]
     return assemble(b"8=" + begin + b"\x01", encoded)
+
+
+def order_fields(cl_ord_id: bytes, transact_time: bytes) -> list[tuple[int, bytes]]:
+    """The body of a typical NewOrderSingle: EUR/USD, buy 1,000,000 at 1.085, day order."""
+    return [
+        (11, cl_ord_id),
+        (1, b"ACCOUNT1"),
+        (21, b"1"),
+        (55, b"EUR/USD"),
+        (54, b"1"),
+        (60, transact_time),
+        (38, b"1000000"),
+        (40, b"2"),
+        (44, b"1.08500"),
+        (59, b"0"),
+    ]
 
 
 @dataclass

@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from fixsecure import wire
-from fixsecure.memory import SessionPair, fix_message, format_timestamp, session_pair
+from fixsecure.memory import (
+    SessionPair,
+    fix_message,
+    format_timestamp,
+    order_fields,
+    session_pair,
+)
 from fixsecure.noise import DHFunctions, KeyPair, parse_protocol_name
 from fixsecure.session import MessageReceived, Session
 from fixsecure.suites import SUITES
@@ -91,18 +97,7 @@ def generate(suite: str) -> dict[str, Any]:
     delivered2 = _deliver(pair.initiator, message2)
     assert pair.initiator.handshake_hash == pair.acceptor.handshake_hash
 
-    order = [
-        (11, b"ORD-0001"),
-        (1, b"ACCOUNT1"),
-        (21, b"1"),
-        (55, b"EUR/USD"),
-        (54, b"1"),
-        (60, stamp),
-        (38, b"1000000"),
-        (40, b"2"),
-        (44, b"1.08500"),
-        (59, b"0"),
-    ]
+    order = order_fields(b"ORD-0001", stamp)
     flow: list[tuple[Session, bytes]] = [
         (pair.initiator, fix_message(b"D", 2, bank, venue, order, sending_time=stamp)),
         (
