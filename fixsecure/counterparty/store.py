@@ -106,14 +106,12 @@ def store_name(begin_string: str, sender_comp_id: str, target_comp_id: str) -> s
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)
 
 
-class MemoryStore:
-    """A :class:`MessageStore` in memory: nothing survives the process."""
+class _Counters:
+    """The read side of a store's session state, shared by both stores."""
 
-    def __init__(self, now: float = 0.0) -> None:
-        self._messages: dict[int, bytes] = {}
-        self._next_sender = 1
-        self._next_target = 1
-        self._creation_time = now
+    _next_sender: int
+    _next_target: int
+    _creation_time: float
 
     @property
     def next_sender_seq(self) -> int:
@@ -126,6 +124,16 @@ class MemoryStore:
     @property
     def creation_time(self) -> float:
         return self._creation_time
+
+
+class MemoryStore(_Counters):
+    """A :class:`MessageStore` in memory: nothing survives the process."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self._messages: dict[int, bytes] = {}
+        self._next_sender = 1
+        self._next_target = 1
+        self._creation_time = now
 
     def set_next_sender_seq(self, seq: int) -> None:
         self._next_sender = seq
@@ -176,7 +184,7 @@ class Recovery:
     created: bool
 
 
-class FileStore:
+class FileStore(_Counters):
     """A crash-safe, file-backed :class:`MessageStore` (see the module docstring for the format).
 
     Open it with :meth:`open`; one process at a time (an exclusive ``flock`` guards the file).
@@ -229,18 +237,6 @@ class FileStore:
         return cls(path, fd, fsync, state, Recovery(state.records, truncated, created))
 
     # --- MessageStore ------------------------------------------------------------------------
-
-    @property
-    def next_sender_seq(self) -> int:
-        return self._next_sender
-
-    @property
-    def next_target_seq(self) -> int:
-        return self._next_target
-
-    @property
-    def creation_time(self) -> float:
-        return self._creation_time
 
     def set_next_sender_seq(self, seq: int) -> None:
         if seq != self._next_sender:
