@@ -17,7 +17,7 @@ help:
 	@echo "make test      ruff + mypy --strict + the whole pytest suite (interop and slow included)"
 	@echo "make test-fast the suite without tests marked slow"
 	@echo "make fuzz      longer fuzzing of the decoder and handshake (FUZZ_SECONDS=600)"
-	@echo "make bench     fixsecure bench core"
+	@echo "make bench     fixsecure bench core and fixsecure bench proxy"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,9 @@ fuzz: venv
 demo: venv
 	$(BIN)/fixsecure demo
 
-bench: venv
+bench: venv sysdeps
 	$(BIN)/fixsecure bench core
+	$(BIN)/fixsecure bench proxy
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
