@@ -741,8 +741,8 @@ class SessionDriver:
                 actions += self._window_actions(now)
                 if actions:
                     closed = await self._carry_out(actions)
-        except ConnectionEnded:
-            pass  # logged below, with the reason the connection recorded
+        except ConnectionEnded:  # the normal way out; _connection_ended logs the reason
+            log.debug("%s: connection ended while reading", self.name)
         except OSError as exc:
             log.error("%s: message store failed, closing the connection: %s", self.name, exc)
         finally:
