@@ -10,6 +10,7 @@ measured in seconds; idle buckets are dropped so memory stays bounded under addr
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Final
@@ -26,14 +27,18 @@ class _Bucket:
 
 
 class RateLimiter:
-    """``per_minute`` events per key and minute, bursting to ``per_minute``; 0 means unlimited."""
+    """``per_minute`` events per key and minute, bursting to ``per_minute``; 0 means unlimited.
+
+    Buckets are kept in least-recently-used order, so bounding memory costs O(1) per event: full
+    (idle) buckets are dropped from the front, and at capacity the stalest one goes. An address
+    sprayer thus costs constant time and cannot reset anybody else's limit."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
         if per_minute < 0:
             raise ValueError("per_minute must be >= 0")
         self.per_minute = per_minute
         self._clock = clock
-        self._buckets: dict[Hashable, _Bucket] = {}
+        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
 
     def allow(self, key: Hashable) -> bool:
         """Take one token for ``key`` if there is one."""
@@ -41,26 +46,28 @@ class RateLimiter:
             return True
         now = self._clock()
         rate = self.per_minute / 60.0
-        bucket = self._buckets.get(key)
+        bucket = self._buckets.pop(key, None)
         if bucket is None:
-            if len(self._buckets) >= _MAX_BUCKETS:
-                self._prune(now, rate)
-            bucket = self._buckets[key] = _Bucket(float(self.per_minute), now)
+            self._prune(now)
+            bucket = _Bucket(float(self.per_minute), now)
         else:
             bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.stamp) * rate)
             bucket.stamp = now
+        self._buckets[key] = bucket  # most recently used last
         if bucket.tokens < 1.0:
             return False
         bucket.tokens -= 1.0
         return True
 
-    def _prune(self, now: float, rate: float) -> None:
-        """Forget buckets that have refilled completely: they carry no information."""
-        full = self.per_minute / rate
-        for key in [k for k, b in self._buckets.items() if now - b.stamp >= full]:
-            del self._buckets[key]
-        if len(self._buckets) >= _MAX_BUCKETS:  # a flood from that many live sources: start over
-            self._buckets.clear()
+    def _prune(self, now: float) -> None:
+        """Drop buckets idle for a full minute (refilled: they carry no information), oldest
+        first, and the stalest beyond the capacity."""
+        buckets = self._buckets
+        while buckets:
+            oldest = next(iter(buckets.values()))
+            if now - oldest.stamp < 60.0 and len(buckets) < _MAX_BUCKETS:
+                break
+            buckets.popitem(last=False)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -108,9 +115,13 @@ class Admission:
         """The connection left the half-open state (handshake finished, failed or timed out)."""
         self.half_open = max(self.half_open - 1, 0)
 
-    def admit_session(self, session: Hashable) -> bool:
-        """The ``admit`` hook: one more Logon for this session, before any DH?"""
-        if self.per_session.allow(session):
+    def admit_session(self, session: Hashable, source: Hashable = None) -> bool:
+        """The ``admit`` hook: one more Logon for this session from this source, before any DH?
+
+        Keyed by (session, source) on purpose: keyed by the session alone, anyone who can reach
+        the port and knows a session's CompIDs could spend its tokens and lock the real
+        counterparty out. Each source is bounded by the per-source limit as well."""
+        if self.per_session.allow((session, source)):
             return True
         self.refused["session"] += 1
         return False

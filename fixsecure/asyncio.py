@@ -43,7 +43,16 @@ from fixsecure.session import (
 from fixsecure.sessionid import SessionID
 from fixsecure.state import State
 
-__all__ = ["READ_SIZE", "FixConnection", "Handler", "connect", "serve"]
+__all__ = [
+    "READ_SIZE",
+    "FixConnection",
+    "Handler",
+    "connect",
+    "describe_error",
+    "describe_logon",
+    "peer_name",
+    "serve",
+]
 
 log = logging.getLogger("fixsecure.asyncio")
 
@@ -51,7 +60,21 @@ READ_SIZE: Final = 1 << 16
 _HANDSHAKE_STATES: Final = (State.AWAIT_LOGON, State.HANDSHAKE_SENT, State.LOGON_RECEIVED)
 
 
-def _peer_name(writer: asyncio.StreamWriter) -> str:
+def describe_logon(event: LogonAccepted) -> str:
+    """How a Logon was accepted, for the log: the key pair that matched tells rotations apart."""
+    if not event.encrypted:
+        return "PLAINTEXT"
+    return f"encrypted, own key #{event.own_key_index + 1}, peer key #{event.peer_key_index + 1}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as one log-friendly phrase: its class, and its text if it has one."""
+    text = str(exc)
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def peer_name(writer: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
+    """``host:port`` (``[v6]:port``) of a connection's peer, for logs."""
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
         host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
@@ -75,10 +98,14 @@ class FixConnection:
         self._writer = writer
         self._inbox: deque[bytes] = deque()
         self._ended: ConnectionEnded | None = None
-        self._handshake_deadline = (
-            None if handshake_timeout is None else time.monotonic() + handshake_timeout
-        )
-        self.peer = _peer_name(writer)
+        # A timer, not a read timeout: an acceptor also waits for its own engine's reply
+        # (message 2), whether or not anybody is reading at that moment (spec §8.5).
+        self._timer: asyncio.TimerHandle | None = None
+        if handshake_timeout is not None:
+            self._timer = asyncio.get_running_loop().call_later(
+                handshake_timeout, self._handshake_expired
+            )
+        self.peer = peer_name(writer)
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
 
     def __repr__(self) -> str:
@@ -125,17 +152,8 @@ class FixConnection:
     async def _read_more(self) -> None:
         if self._ended is not None:
             raise self._ended
-        timeout = None
-        if self._handshake_deadline is not None and self.session.state in _HANDSHAKE_STATES:
-            timeout = max(self._handshake_deadline - time.monotonic(), 0.0)
         try:
-            if timeout is None:
-                data = await self._reader.read(READ_SIZE)
-            else:
-                data = await self._read_during_handshake(timeout)
-        except TimeoutError:
-            state = self.session.state.value
-            raise self._end(False, f"handshake not complete in time ({state})") from None
+            data = await self._reader.read(READ_SIZE)
         except (ConnectionError, OSError) as exc:
             raise self._end(False, f"connection lost: {exc.__class__.__name__}") from None
         if data:
@@ -143,22 +161,21 @@ class FixConnection:
             self._handle(self.session.receive(data))
         else:
             self._handle(self.session.receive_eof())
-        ended = self.ended  # _handle may have ended the connection
+        ended = self.ended  # _handle (or the handshake timer) may have ended the connection
         if ended is not None and not self._inbox:
             raise ended
 
-    async def _read_during_handshake(self, timeout: float) -> bytes:
-        """A read bounded by the handshake deadline, unless the handshake completes meanwhile
-        (an acceptor completes it by *sending* message 2 while this read is pending)."""
-        read = asyncio.ensure_future(self._reader.read(READ_SIZE))
-        try:
-            done, _ = await asyncio.wait({read}, timeout=timeout)
-            if not done and self.session.state in _HANDSHAKE_STATES:
-                raise TimeoutError
-            return await read
-        finally:
-            if not read.done():
-                read.cancel()
+    def _handshake_expired(self) -> None:
+        self._timer = None
+        state = self.session.state
+        if self._ended is None and state in _HANDSHAKE_STATES:
+            log.warning(
+                "%s: handshake with %s not complete in time (%s)",
+                self.session_id or "unidentified session",
+                self.peer,
+                state.value,
+            )
+            self._end(False, f"handshake not complete in time ({state.value})")
 
     def _handle(self, events: Iterable[Event]) -> None:
         for event in events:
@@ -166,14 +183,8 @@ class FixConnection:
                 self._inbox.append(event.message)
                 self.messages_in += 1
             elif isinstance(event, LogonAccepted):
-                log.info(
-                    "%s: Logon accepted from %s (%s, own key #%d, peer key #%d)",
-                    event.session_id,
-                    self.peer,
-                    "encrypted" if event.encrypted else "PLAINTEXT",
-                    event.own_key_index + 1,
-                    event.peer_key_index + 1,
-                )
+                log.info("%s: Logon accepted from %s (%s)", event.session_id, self.peer,
+                         describe_logon(event))
             elif isinstance(event, HandshakeComplete):
                 log.info(
                     "%s: handshake complete with %s (%s)", event.session_id, self.peer, event.suite
@@ -196,6 +207,9 @@ class FixConnection:
         """Record how the connection ended (the first reason wins) and close the socket."""
         if self._ended is None:
             self._ended = ConnectionEnded(clean, reason)
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.session.abort()
             self._writer.close()
         return self._ended
@@ -205,24 +219,34 @@ class FixConnection:
     def _protect(self, message: bytes) -> bytes:
         if self._ended is not None:
             raise self._ended
-        try:
-            data = self.session.send(message)
-        except LimitExceeded as exc:
-            log.warning("%s: %s; closing so the engines reconnect", self.session_id, exc)
-            self._end(False, str(exc))
-            raise
+        data = self.session.send(message)
         self.messages_out += 1
         self.bytes_out += len(data)
         return data
 
     async def send(self, message: bytes) -> None:
         """Protect and send one complete plaintext FIX message; waits while the socket is full."""
-        self._writer.write(self._protect(message))
-        await self._drain()
+        await self.send_batch((message,))
 
     async def send_batch(self, messages: Iterable[bytes]) -> None:
-        """Protect and send several messages with a single wait for the socket buffer."""
-        self._writer.write(b"".join([self._protect(m) for m in messages]))
+        """Protect and send several messages with a single wait for the socket buffer.
+
+        If one message is refused (a malformed engine message, a key-usage cap), the ones before
+        it are still written: their nonces are spent, so the peer must receive them.
+        """
+        protected: list[bytes] = []
+        try:
+            for message in messages:
+                protected.append(self._protect(message))
+        except LimitExceeded as exc:
+            self._writer.write(b"".join(protected))
+            log.warning("%s: %s; closing so the engines reconnect", self.session_id, exc)
+            self._end(False, str(exc))
+            raise
+        except BaseException:
+            self._writer.write(b"".join(protected))
+            raise
+        self._writer.write(b"".join(protected))
         await self._drain()
 
     async def _drain(self) -> None:
@@ -294,11 +318,11 @@ async def serve(
         source = writer.get_extra_info("peername")
         address = source[0] if isinstance(source, tuple) else str(source)
         if admission is not None and not admission.open_connection(address):
-            log.warning("connection from %s refused by the admission limits", _peer_name(writer))
+            log.warning("connection from %s refused by the admission limits", peer_name(writer))
             writer.close()
             return
         conn = FixConnection(
-            Session.acceptor(directory, clock=clock),
+            Session.acceptor(directory, clock=clock, peer=address),
             reader,
             writer,
             handshake_timeout=handshake_timeout,
@@ -316,8 +340,10 @@ async def serve(
                 admission.handshake_done()
         try:
             await handler(conn)
-        except ConnectionEnded:
-            pass
+        except (ConnectionEnded, asyncio.CancelledError):
+            # The connection's end is logged where it happens; a cancel is the server closing.
+            # Either way this top-level connection task ends here, quietly.
+            log.debug("%s: connection from %s done", conn.session_id, conn.peer)
         except Exception:
             log.exception("%s: handler failed", conn.session_id)
         finally:

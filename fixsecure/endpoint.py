@@ -4,18 +4,36 @@ needs to turn a QuickFIX-format settings file into :class:`~fixsecure.session.Se
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
+from fixsecure.admission import Admission
 from fixsecure.errors import ConfigError
 from fixsecure.keys import load_session_keys
 from fixsecure.noise import KeyPair, parse_protocol_name
-from fixsecure.replay import FileReplayStore, ReplayStore
+from fixsecure.replay import FileReplayStore, ReplayStateError, ReplayStore
 from fixsecure.session import AcceptorDirectory, SessionConfig
 from fixsecure.sessionid import SessionID
 from fixsecure.settings import SessionSettings
 
-__all__ = ["PerSessionReplayStore", "acceptor_directory", "session_config"]
+__all__ = [
+    "LISTENER_KEYS",
+    "PerSessionReplayStore",
+    "acceptor_directory",
+    "check_listener",
+    "listener_admission",
+    "session_config",
+]
+
+#: Settings that belong to a listening address, not to one session: every session sharing an
+#: address must agree on them, since one listener has one value.
+LISTENER_KEYS: Final = (
+    ("FixSecureHandshakeTimeout", "handshake_timeout"),
+    ("FixSecureMaxHalfOpen", "max_half_open"),
+    ("FixSecureLogonRatePerSource", "logon_rate_per_source"),
+    ("FixSecureLogonRatePerSession", "logon_rate_per_session"),
+)
 
 
 def session_config(settings: SessionSettings) -> SessionConfig:
@@ -49,17 +67,23 @@ class PerSessionReplayStore:
     def __init__(self, stores: dict[SessionID, ReplayStore]) -> None:
         self._stores = stores
 
+    def _store(self, session: SessionID) -> ReplayStore:
+        try:
+            return self._stores[session]
+        except KeyError:  # fail closed: a session without a state path accepts no handshake
+            raise ReplayStateError(f"no FixSecureStatePath for {session}") from None
+
     def last_logon(self, session: SessionID) -> int | None:
-        return self._stores[session].last_logon(session)
+        return self._store(session).last_logon(session)
 
     def advance(self, session: SessionID, sending_time: int) -> bool:
-        return self._stores[session].advance(session, sending_time)
+        return self._store(session).advance(session, sending_time)
 
 
 def acceptor_directory(
     sessions: Iterable[SessionSettings],
     *,
-    admit: Callable[[SessionID], bool] | None = None,
+    admit: Callable[[SessionID, Hashable], bool] | None = None,
 ) -> AcceptorDirectory:
     """The directory of an acceptor endpoint serving ``sessions``, with file-backed anti-replay."""
     configs: list[SessionConfig] = []
@@ -80,3 +104,28 @@ def acceptor_directory(
             continue
         stores[config.session_id] = by_path.setdefault(path, FileReplayStore(path))
     return AcceptorDirectory(configs, PerSessionReplayStore(stores), admit=admit)
+
+
+def check_listener(sessions: Sequence[SessionSettings], address: str) -> None:
+    """Refuse sessions sharing one listening ``address`` that disagree on a listener setting."""
+    first = sessions[0]
+    for other in sessions[1:]:
+        for key, field in LISTENER_KEYS:
+            mine, theirs = getattr(other.secure, field), getattr(first.secure, field)
+            if mine != theirs:
+                raise other.error(
+                    key,
+                    f"is {mine:g} but {theirs:g} in {first.section}, which listens on the same "
+                    f"address {address}; one listener has one value",
+                )
+
+
+def listener_admission(sessions: Sequence[SessionSettings], address: str) -> Admission:
+    """The admission limits of one listening address (the sessions must agree on them)."""
+    check_listener(sessions, address)
+    secure = sessions[0].secure
+    return Admission.create(
+        max_half_open=secure.max_half_open,
+        per_source_per_minute=secure.logon_rate_per_source,
+        per_session_per_minute=secure.logon_rate_per_session,
+    )

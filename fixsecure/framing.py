@@ -232,7 +232,8 @@ def iter_fields(message: bytes) -> Iterator[tuple[int, bytes]]:
             raise FramingError("field without '='", pos)
         raw_tag = message[pos:eq]
         if not raw_tag.isdigit() or raw_tag[0] == 0x30 or len(raw_tag) > _MAX_TAG_DIGITS:
-            raise FramingError(f"tag {raw_tag[:16]!r} is not a positive number", pos)
+            # No excerpt: this may be the body of a Logon, with a password in it.
+            raise FramingError("a tag is not a positive number", pos)
         tag = int(raw_tag)
         if data_length is not None and tag == data_tag:
             stop = eq + 1 + data_length

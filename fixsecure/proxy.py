@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from fixsecure import wire
 from fixsecure.admission import Admission
-from fixsecure.endpoint import PerSessionReplayStore, session_config
+from fixsecure.asyncio import describe_error, describe_logon, peer_name
+from fixsecure.endpoint import acceptor_directory, listener_admission, session_config
 from fixsecure.errors import (
     ConfigError,
     FramingError,
@@ -44,14 +45,12 @@ from fixsecure.errors import (
     LocalProtocolError,
 )
 from fixsecure.framing import Framer
-from fixsecure.replay import FileReplayStore, ReplayStore
 from fixsecure.session import (
     AcceptorDirectory,
     Clock,
     ConnectionClosed,
     ConnectionFailed,
     Event,
-    HandshakeComplete,
     LogonAccepted,
     MessageReceived,
     Session,
@@ -65,6 +64,7 @@ __all__ = ["Proxy", "ProxyStats", "run_proxy"]
 log = logging.getLogger("fixsecure.proxy")
 
 _ENGINE_LOGON_TIMEOUT: Final = 30.0
+_FLUSH_TIMEOUT: Final = 2.0
 # Listen queue: Python's default (100) overflows in a reconnect storm, and the SYN retransmits
 # that follow add seconds; a connection storm is bounded by FixSecureMaxHalfOpen instead.
 _BACKLOG: Final = 1024
@@ -105,8 +105,8 @@ class Proxy:
         self._servers: list[asyncio.Server] = []
         self.links: set[_Link] = set()
         self._initiators: dict[SessionID, tuple[SessionSettings, SessionConfig]] = {}
-        self._directories: list[tuple[AcceptorDirectory, list[SessionSettings]]] = []
-        self._stopping = False
+        self._directories: list[tuple[AcceptorDirectory, _AcceptorListener]] = []
+        self._closing: set[_Link] = set()  # closed links whose sockets may still be flushing
         self._load_initiators(self.settings.initiators())
         if not self.settings.initiators() and not self.settings.acceptors():
             raise ConfigError("no [SESSION] to proxy", path=self.path)
@@ -130,8 +130,8 @@ class Proxy:
             loaded[settings.session_id] = (settings, session_config(settings))
         self._initiators = loaded
 
-    def _acceptor_configs(self, sessions: Iterable[SessionSettings]) -> list[SessionConfig]:
-        configs = []
+    @staticmethod
+    def _check_acceptors(sessions: Iterable[SessionSettings]) -> None:
         for settings in sessions:
             if settings.secure.accept_port is None:
                 raise settings.error(
@@ -142,32 +142,31 @@ class Proxy:
                 raise settings.error(
                     "SocketAcceptPort", "is where the proxy delivers to the engine; it must be set"
                 )
-            configs.append(session_config(settings))
-        return configs
 
     def reload(self) -> None:
         """SIGHUP: re-read the settings file and its key files for new connections.
 
-        Listening addresses are not changed by a reload (restart for that); sessions are matched
-        by identity. A reload that fails leaves everything as it was.
+        Listening addresses and listener limits are not changed by a reload (restart for that);
+        sessions are matched by identity. A reload that fails leaves everything as it was.
         """
         try:
             fresh = load_settings(self.path)
+            by_id = {s.session_id: s for s in fresh.acceptors()}
+            updated = []
+            for directory, listener in self._directories:
+                replaced = [by_id.get(sid, settings) for sid, settings in listener.engines.items()]
+                self._check_acceptors(replaced)
+                updated.append((directory, listener, replaced, acceptor_directory(replaced)))
             initiators = {s.session_id: s for s in fresh.initiators()}
-            updated: list[tuple[AcceptorDirectory, list[SessionConfig]]] = []
-            for directory, sessions in self._directories:
-                by_id = {s.session_id: s for s in fresh.acceptors()}
-                replaced = [by_id.get(s.session_id, s) for s in sessions]
-                updated.append((directory, self._acceptor_configs(replaced)))
-            old_initiators = self._initiators
             self._load_initiators(
-                initiators.get(sid, settings) for sid, (settings, _) in old_initiators.items()
+                initiators.get(sid, settings) for sid, (settings, _) in self._initiators.items()
             )
         except ConfigError as exc:
             log.error("reload failed, keeping the current keys: %s", exc)
             return
-        for directory, configs in updated:
-            directory.update(configs)
+        for directory, listener, replaced, rebuilt in updated:
+            directory.update(rebuilt.sessions)
+            listener.engines = {s.session_id: s for s in replaced}
         log.info("reloaded keys from %s", self.path)
 
     # -- start and stop -------------------------------------------------------------------------
@@ -227,28 +226,14 @@ class Proxy:
                 raise settings.error("FixSecureAcceptPort", "must be set for the proxy")
             groups.setdefault((settings.secure.accept_host, port), []).append(settings)
         for (host, port), sessions in groups.items():
+            self._check_acceptors(sessions)
+            admission = listener_admission(sessions, f"{host}:{port}")
+            directory = acceptor_directory(sessions, admit=admission.admit_session)
             first = sessions[0].secure
-            admission = Admission.create(
-                max_half_open=first.max_half_open,
-                per_source_per_minute=first.logon_rate_per_source,
-                per_session_per_minute=first.logon_rate_per_session,
-            )
-            stores: dict[SessionID, ReplayStore] = {}
-            by_path: dict[Path, FileReplayStore] = {}
-            for settings in sessions:
-                if settings.secure.state_path is not None:
-                    stores[settings.session_id] = by_path.setdefault(
-                        settings.secure.state_path, FileReplayStore(settings.secure.state_path)
-                    )
-            directory = AcceptorDirectory(
-                self._acceptor_configs(sessions),
-                PerSessionReplayStore(stores),
-                admit=admission.admit_session,
-            )
-            self._directories.append((directory, sessions))
             listener = _AcceptorListener(
                 directory, admission, {s.session_id: s for s in sessions}, first.handshake_timeout
             )
+            self._directories.append((directory, listener))
 
             def network_side(_listener: _AcceptorListener = listener) -> asyncio.Protocol:
                 return _Side(_AcceptorLink(self, _listener), NETWORK)
@@ -270,28 +255,34 @@ class Proxy:
             )
 
     async def _close_servers(self) -> None:
+        """Stop accepting. (``wait_closed`` comes last: since Python 3.12.1 it also waits for
+        every accepted connection.)"""
         for server in self._servers:
             server.close()
-        for server in self._servers:
-            await server.wait_closed()
-        self._servers.clear()
 
     async def shutdown(self, drain_timeout: float | None = None) -> None:
-        """Stop accepting, give live sessions ``drain_timeout`` seconds, then close them."""
-        self._stopping = True
+        """Stop accepting; give live sessions ``drain_timeout`` seconds to end by themselves (the
+        engines logging out); then close them, flushing what was already protected; abort what
+        is still open a little later."""
         await self._close_servers()
         if drain_timeout is None:
             drain_timeout = max(
                 (s.secure.drain_timeout for s in self.settings.sessions), default=5.0
             )
-        links = list(self.links)
-        if links:
-            log.info("draining %d connection(s) for up to %.1f s", len(links), drain_timeout)
-            await asyncio.wait([link.done for link in links], timeout=drain_timeout)
-            for link in list(self.links):
-                link.close("the proxy is shutting down", abort=True)
-            if self.links:
-                await asyncio.wait([link.done for link in self.links], timeout=5)
+        if self.links:
+            log.info("draining %d connection(s) for up to %.1f s", len(self.links), drain_timeout)
+            await asyncio.wait([link.done for link in self.links], timeout=drain_timeout)
+        flushing = [link.flushed for link in self.links]
+        for link in list(self.links):
+            link.close("the proxy is shutting down")
+        if flushing:
+            await asyncio.wait(flushing, timeout=_FLUSH_TIMEOUT)
+        for link in self._closing:
+            link.abort_transports()
+        for server in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), _FLUSH_TIMEOUT)
+        self._servers.clear()
         log.info("stopped; %s", self.stats.line())
 
 
@@ -302,7 +293,9 @@ NETWORK: Final = "network"
 
 
 class _Side(asyncio.Protocol):
-    """One TCP connection of a link (the engine's or the network's); all logic is in the link."""
+    """One TCP connection of a link (the engine's or the network's); all logic is in the link.
+
+    Every callback is guarded: an exception escaping here would leave the link half-closed."""
 
     def __init__(self, link: _Link, name: str) -> None:
         self.link = link
@@ -310,17 +303,17 @@ class _Side(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's are not asyncio.Transport subclasses, hence no isinstance).
-        self.link.attached(self.name, cast(asyncio.Transport, transport))
+        self.link.guarded(self.link.attached, self.name, cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        self.link.received(self.name, data)
+        self.link.guarded(self.link.received, self.name, data)
 
     def eof_received(self) -> bool:
-        self.link.ended(self.name)
+        self.link.guarded(self.link.ended, self.name)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.link.lost(self.name, exc)
+        self.link.guarded(self.link.lost, self.name, exc)
 
     def pause_writing(self) -> None:
         self.link.flow(self.name, paused=True)
@@ -332,7 +325,10 @@ class _Side(asyncio.Protocol):
 class _Link:
     """One proxied connection: the engine's TCP connection, the network's, and the sans-IO
     :class:`Session` between them. Callbacks run in the event loop: bytes in, bytes out, no task
-    switch per message. Each side's reading pauses while the other side's write buffer is full."""
+    switch per message. Each side's reading pauses while the other side's write buffer is full.
+
+    The handshake timer runs from the first byte until the session is usable: for an encrypted
+    session until message 2 has gone through, for a plaintext one until the Logon reply has."""
 
     role = "?"
 
@@ -348,7 +344,8 @@ class _Link:
         self.connecting: asyncio.Task[None] | None = None
         self.closed = False
         self.established = False
-        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.done: asyncio.Future[None] = self.loop.create_future()  # closed
+        self.flushed: asyncio.Future[None] = self.loop.create_future()  # both sockets gone
         self.messages_out = self.messages_in = 0
         self.peer = "?"
         proxy.links.add(self)
@@ -357,6 +354,13 @@ class _Link:
     @property
     def name(self) -> str:
         return str(self.sid) if self.sid is not None else f"{self.role} link from {self.peer}"
+
+    def guarded(self, callback: Callable[..., None], *args: Any) -> None:
+        try:
+            callback(*args)
+        except Exception as exc:  # nothing of a failure is forwarded; the link just ends
+            log.exception("%s: internal error", self.name)
+            self.close(f"internal error: {describe_error(exc)}", abort=True)
 
     # -- transport callbacks --------------------------------------------------------------------
 
@@ -371,43 +375,44 @@ class _Link:
         else:
             self.proxy.stats.engine_connections += 1
         waiting, self.pending[side] = self.pending[side], []
-        if waiting:
-            transport.write(b"".join(waiting))
+        for data in waiting:
+            self.write(side, data)
 
     def received(self, side: str, data: bytes) -> None:
         if self.closed:
             return
-        try:
-            if side == ENGINE:
-                self.from_engine(data)
-            else:
-                self.from_network(data)
-        except Exception as exc:  # a callback must not leak; nothing of a failure is forwarded
-            log.exception("%s: internal error", self.name)
-            self.close(f"internal error: {_why(exc)}", abort=True)
+        if side == ENGINE:
+            self.from_engine(data)
+        else:
+            self.proxy.stats.bytes_from_network += len(data)
+            assert self.session is not None
+            self.network_events(self.session.receive(data))
 
     def ended(self, side: str) -> None:
         if self.closed:
             return
         if side == NETWORK and self.session is not None:
             self.network_events(self.session.receive_eof())
-        else:
-            try:
-                self.framer.close()
-                self.close(f"the {side} closed its connection")
-            except FramingError as exc:
-                self.close(f"the {side} closed inside a message: {exc}")
+            return
+        try:
+            self.framer.close()
+            self.close(f"the {side} closed its connection")
+        except FramingError as exc:
+            self.close(f"the {side} closed inside a message: {exc}")
 
     def lost(self, side: str, exc: Exception | None) -> None:
         self.transports.pop(side, None)
+        if not self.transports and self.closed and not self.flushed.done():
+            self.flushed.set_result(None)
+            self.proxy._closing.discard(self)
         if self.closed:
             return
         if side == NETWORK and self.session is not None:
             if exc is None:  # closed without an EOF first: the session says how it ended
                 self.network_events(self.session.receive_eof())
             else:
-                self.close(f"network side ended (abnormal): connection lost: {_why(exc)}")
-        why = f": {_why(exc)}" if exc is not None else ""
+                self.close(f"network side ended (abnormal): connection lost: {describe_error(exc)}")
+        why = f": {describe_error(exc)}" if exc is not None else ""
         self.close(f"the {side} connection was lost{why}")
 
     def flow(self, side: str, *, paused: bool) -> None:
@@ -426,39 +431,37 @@ class _Link:
         transport = self.transports.get(side)
         if transport is None:
             self.pending[side].append(data)
-        else:
-            transport.write(data)
+            return
+        if side == NETWORK:
+            self.proxy.stats.bytes_to_network += len(data)
+        transport.write(data)
 
     def from_engine(self, data: bytes) -> None:
         """Engine bytes: frame, protect each message, write them to the network in one go."""
         framer = self.framer
         framer.feed(data)
-        session = self.session
         out = []
         try:
             while (message := framer.next_message()) is not None:
-                if session is None:  # the initiator's Logon identifies the session
-                    session = self.identify(message)
-                    if session is None:
+                if self.session is None:  # the initiator's Logon identifies the session
+                    if not self.identify(message):
                         return
                     continue
-                out.append(session.send(message))
+                out.append(self.session.send(message))
         except (FramingError, LocalProtocolError, LimitExceeded) as exc:
-            if out:
-                self.write(NETWORK, b"".join(out))
-                self.messages_out += len(out)
+            self.to_network(out)  # their nonces are spent: the peer must receive them
             log.error("%s: engine side: %s", self.name, exc)
             self.close(f"engine side error: {exc}")
             return
-        if out:
-            self.messages_out += len(out)
-            self.write(NETWORK, b"".join(out))
-            if not self.established and session is not None and session.encrypted:
-                self.handshake_done(session)
+        self.to_network(out)
+        if out and self.role == "acceptor":  # the engine's reply went out: message 2 done
+            self.handshake_done()
 
-    def from_network(self, data: bytes) -> None:
-        assert self.session is not None
-        self.network_events(self.session.receive(data))
+    def to_network(self, protected: list[bytes]) -> None:
+        if protected:
+            self.messages_out += len(protected)
+            self.proxy.stats.messages_to_network += len(protected)
+            self.write(NETWORK, b"".join(protected))
 
     def network_events(self, events: list[Event]) -> None:
         out = []
@@ -467,60 +470,69 @@ class _Link:
                 out.append(event.message)
             elif isinstance(event, LogonAccepted):
                 self.logon_accepted(event)
-            elif isinstance(event, HandshakeComplete):
-                self.handshake_done(self.session)
-            elif isinstance(event, ConnectionFailed):
-                if out:
-                    self.deliver(out)
-                    out = []
-                if not self.established:
-                    self.proxy.stats.handshakes_failed += 1
-                log.warning(
-                    "%s: connection from %s rejected: %s", self.name, self.peer, event.reason
-                )
-                self.close(f"protocol failure: {event.reason}")
+            elif isinstance(event, ConnectionFailed | ConnectionClosed):
+                self.deliver(out)
+                out = []
+                if isinstance(event, ConnectionFailed):
+                    log.warning(
+                        "%s: connection from %s rejected: %s", self.name, self.peer, event.reason
+                    )
+                    self.close(f"protocol failure: {event.reason}")
+                else:
+                    how = "clean" if event.clean else "abnormal"
+                    self.close(f"network side ended ({how}): {event.reason}")
                 return
-            elif isinstance(event, ConnectionClosed):
-                if out:
-                    self.deliver(out)
-                    out = []
-                how = "clean" if event.clean else "abnormal"
-                self.close(f"network side ended ({how}): {event.reason}")
-                return
-        if out:
-            self.deliver(out)
+        self.deliver(out)
+        if out and self.role == "initiator":  # the peer's reply came through
+            self.handshake_done()
 
     def deliver(self, messages: list[bytes]) -> None:
-        self.messages_in += len(messages)
-        self.write(ENGINE, b"".join(messages))
+        if messages:
+            self.messages_in += len(messages)
+            self.proxy.stats.messages_from_network += len(messages)
+            self.write(ENGINE, b"".join(messages))
 
     # -- role hooks -----------------------------------------------------------------------------
 
-    def identify(self, logon: bytes) -> Session | None:
-        raise LocalProtocolError("only an initiator link identifies its session from the engine")
+    def identify(self, logon: bytes) -> bool:
+        """Initiator side: pick the session from the engine's Logon (False: link closed)."""
+        return False
 
     def logon_accepted(self, event: LogonAccepted) -> None:
-        raise LocalProtocolError("only an acceptor link accepts Logons")
+        """Acceptor side: the peer's Logon passed every check; connect to the engine."""
 
-    def handshake_done(self, session: Session | None) -> None:
-        if self.established or session is None:
+    def handshake_done(self) -> None:
+        if self.established or self.session is None:
             return
         self.established = True
         self.proxy.stats.handshakes_ok += 1
         self.cancel_timer()
         network = self.transports.get(NETWORK)
-        log.info(
-            "%s: handshake complete with %s (%s)",
-            self.name,
-            _peer(network) if network is not None else "?",
-            session.config.suite if session.config else "?",
-        )
+        if self.session.encrypted:
+            assert self.session.config is not None
+            log.info(
+                "%s: handshake complete with %s (%s)",
+                self.name,
+                peer_name(network) if network is not None else "?",
+                self.session.config.suite,
+            )
+        else:
+            log.warning(
+                "%s: PLAINTEXT session with %s (FixSecureRequired=N)",
+                self.name,
+                peer_name(network) if network is not None else "?",
+            )
 
     # -- timers, connecting, closing ------------------------------------------------------------
 
     def start_timer(self, seconds: float, reason: str) -> None:
         self.cancel_timer()
-        self.timer = self.loop.call_later(seconds, self.close, reason)
+        self.timer = self.loop.call_later(seconds, self.expired, reason)
+
+    def expired(self, reason: str) -> None:
+        self.timer = None
+        log.warning("%s: %s (peer %s)", self.name, reason, self.peer)
+        self.close(reason)
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -541,7 +553,7 @@ class _Link:
                         "engine" if side == ENGINE else "peer",
                         host,
                         port,
-                        _why(exc),
+                        describe_error(exc),
                     )
                     self.close(f"cannot reach {host}:{port}")
 
@@ -557,15 +569,18 @@ class _Link:
             self.connecting.cancel()
         if self.session is not None:
             self.session.abort()
-        for transport in list(self.transports.values()):
-            if abort:
-                transport.abort()
-            else:
+        if not self.established and self.session is not None:
+            self.proxy.stats.handshakes_failed += 1
+        if abort:
+            self.abort_transports()
+        else:
+            for transport in list(self.transports.values()):
                 transport.close()
-        stats = self.proxy.stats
-        stats.active -= 1
-        stats.messages_to_network += self.messages_out
-        stats.messages_from_network += self.messages_in
+        if self.transports:
+            self.proxy._closing.add(self)
+        elif not self.flushed.done():
+            self.flushed.set_result(None)
+        self.proxy.stats.active -= 1
         self.release()
         log.info(
             "%s: closed (%s); %d messages out, %d in",
@@ -577,6 +592,10 @@ class _Link:
         self.proxy.links.discard(self)
         if not self.done.done():
             self.done.set_result(None)
+
+    def abort_transports(self) -> None:
+        for transport in list(self.transports.values()):
+            transport.abort()
 
     def release(self) -> None:
         """Give back what the link holds from its listener (the acceptor's half-open slot)."""
@@ -590,25 +609,25 @@ class _InitiatorLink(_Link):
     def __init__(self, proxy: Proxy, session_ids: frozenset[SessionID]) -> None:
         super().__init__(proxy)
         self.session_ids = session_ids
-        self.framer = Framer(max(c.max_message_size for _, c in proxy._initiators.values()))
+        self.framer = Framer(max(proxy._initiators[sid][1].max_message_size for sid in session_ids))
 
     def attached(self, side: str, transport: asyncio.Transport) -> None:
         if side == ENGINE:
-            self.peer = _peer(transport)
+            self.peer = peer_name(transport)
             self.start_timer(_ENGINE_LOGON_TIMEOUT, "the engine sent no Logon in time")
         super().attached(side, transport)
 
-    def identify(self, logon: bytes) -> Session | None:
+    def identify(self, logon: bytes) -> bool:
         sid = _engine_session(logon, self.session_ids)
-        found = self.proxy._initiators.get(sid) if sid else None
+        found = self.proxy._initiators.get(sid) if sid is not None else None
         if found is None:
             log.error(
                 "engine %s logged on as %s, which no initiator session on this port describes",
                 self.peer,
-                sid or "an unreadable identity",
+                _claimed_session(logon),
             )
             self.close("unknown session")
-            return None
+            return False
         settings, config = found
         self.sid = config.session_id
         secure = settings.secure
@@ -619,17 +638,17 @@ class _InitiatorLink(_Link):
         assert secure.connect_host is not None
         assert secure.connect_port is not None
         log.info(
-            "%s: engine %s connected; handshake with %s:%d",
+            "%s: engine %s connected; %s with %s:%d",
             self.sid,
             self.peer,
+            "handshake" if session.encrypted else "PLAINTEXT session",
             secure.connect_host,
             secure.connect_port,
         )
-        self.write(NETWORK, message1)
-        self.messages_out += 1
+        self.to_network([message1])
         self.start_timer(secure.handshake_timeout, "handshake not complete in time")
         self.connect(NETWORK, secure.connect_host, secure.connect_port, secure.handshake_timeout)
-        return session
+        return True
 
 
 @dataclass
@@ -654,7 +673,7 @@ class _AcceptorLink(_Link):
 
     def attached(self, side: str, transport: asyncio.Transport) -> None:
         if side == NETWORK:
-            self.peer = _peer(transport)
+            self.peer = peer_name(transport)
             source = transport.get_extra_info("peername")
             address = source[0] if isinstance(source, tuple) else str(source)
             if not self.listener.admission.open_connection(address):
@@ -663,7 +682,9 @@ class _AcceptorLink(_Link):
                 self.close("refused by the admission limits", abort=True)
                 return
             self.half_open = True
-            self.session = Session.acceptor(self.listener.directory, clock=self.proxy._clock)
+            self.session = Session.acceptor(
+                self.listener.directory, clock=self.proxy._clock, peer=address
+            )
             self.start_timer(self.listener.handshake_timeout, "handshake not complete in time")
         super().attached(side, transport)
 
@@ -672,14 +693,7 @@ class _AcceptorLink(_Link):
         self.sid = event.session_id
         settings = self.listener.engines[event.session_id]
         self.framer.max_message_size = settings.secure.max_message_size
-        log.info(
-            "%s: Logon accepted from %s (%s, own key #%d, peer key #%d)",
-            self.sid,
-            self.peer,
-            "encrypted" if event.encrypted else "PLAINTEXT",
-            event.own_key_index + 1,
-            event.peer_key_index + 1,
-        )
+        log.info("%s: Logon accepted from %s (%s)", self.sid, self.peer, describe_logon(event))
         port = settings.get_int("SocketAcceptPort")
         assert port is not None
         self.connect(
@@ -702,56 +716,69 @@ def _nodelay(transport: asyncio.Transport) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def _peer(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        host = f"[{peer[0]}]" if ":" in str(peer[0]) else str(peer[0])
-        return f"{host}:{peer[1]}"
-    return str(peer)
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
-
-
 def _engine_session(logon: bytes, candidates: frozenset[SessionID]) -> SessionID | None:
-    """The initiator session an engine's Logon belongs to (its 49 is our sender)."""
+    """The initiator session of this listening port that an engine's Logon names (its 49 is our
+    sender), or None: an engine cannot reach a session configured for another port."""
     try:
         parts = wire.split(logon)
     except wire.WireError:
         return None
     header = dict(reversed(wire.header_fields(logon, parts)))
-    begin = logon[2 : parts[0] - 1].decode(errors="replace")
-    sender = header.get(49, b"").decode(errors="replace")
-    target = header.get(56, b"").decode(errors="replace")
-    for sid in candidates:
-        if (sid.begin_string, sid.sender_comp_id, sid.target_comp_id) == (begin, sender, target):
-            return sid
-    return SessionID(begin, sender, target)
+    claimed = (logon[2 : parts[0] - 1], header.get(49, b""), header.get(56, b""))
+    matches = [
+        sid
+        for sid in candidates
+        if claimed
+        == tuple(v.encode() for v in (sid.begin_string, sid.sender_comp_id, sid.target_comp_id))
+        and all(
+            not ours or header.get(tag, b"") == ours.encode()
+            for ours, tag in (
+                (sid.sender_sub_id, 50),
+                (sid.sender_location_id, 142),
+                (sid.target_sub_id, 57),
+                (sid.target_location_id, 143),
+            )
+        )
+    ]
+    return matches[0] if len(matches) == 1 else None
+
+
+def _claimed_session(logon: bytes) -> str:
+    """What an unknown engine Logon claims to be, for the error message (header only)."""
+    try:
+        parts = wire.split(logon)
+    except wire.WireError:
+        return "an unreadable identity"
+    header = dict(reversed(wire.header_fields(logon, parts)))
+    fields = (logon[2 : parts[0] - 1], header.get(49, b"?"), header.get(56, b"?"))
+    begin, sender, target = (v[:32].decode(errors="replace") for v in fields)
+    return f"{begin}:{sender}->{target}"
 
 
 async def run_proxy(path: Path | str, *, stats_interval: float | None = None) -> int:
-    """``fixsecure proxy``: run until SIGTERM/SIGINT; SIGHUP reloads keys. Returns the exit code."""
+    """``fixsecure proxy``: run until SIGTERM/SIGINT; SIGHUP reloads keys. Returns the exit code.
+
+    The signal handlers are in place before the listeners open and until the drain is over, so a
+    reload or a stop at any moment does what it says rather than killing the process."""
     proxy = Proxy(path)
-    await proxy.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     loop.add_signal_handler(signal.SIGHUP, proxy.reload)
-    interval = stats_interval
-    if interval is None:
-        interval = max((s.secure.stats_interval for s in proxy.settings.sessions), default=0.0)
-    log.info("fixsecure proxy ready (%s)", path)
     try:
+        await proxy.start()
+        interval = stats_interval
+        if interval is None:
+            interval = max((s.secure.stats_interval for s in proxy.settings.sessions), default=0.0)
+        log.info("fixsecure proxy ready (%s)", path)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval if interval > 0 else None)
             except TimeoutError:
                 log.info("stats %s", proxy.stats.line())
+        await proxy.shutdown()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(signum)
-        await proxy.shutdown()
     return 0

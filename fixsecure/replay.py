@@ -12,11 +12,14 @@ Times are integer nanoseconds since the Unix epoch (UTC), exactly as parsed from
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import fcntl
 import hashlib
 import os
 import re
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +69,7 @@ class MemoryReplayStore:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class FileReplayStore:
@@ -79,10 +83,11 @@ class FileReplayStore:
         return f"FileReplayStore({str(self.directory)!r})"
 
     def _path(self, session: SessionID) -> Path:
-        # Readable and collision-free: a sanitised name plus a hash of the exact identity.
-        text = str(session)
-        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-        return self.directory / f"{_UNSAFE.sub('_', text)[:80]}.{digest}.logon"
+        # Readable and collision-free: a sanitised name plus a hash of the exact identity, every
+        # field NUL-separated (str(session) is ambiguous: "A/B" could be a CompID or two fields).
+        identity = "\0".join(dataclasses.astuple(session)).encode("utf-8")
+        digest = hashlib.sha256(identity).hexdigest()[:24]
+        return self.directory / f"{_UNSAFE.sub('_', str(session))[:80]}.{digest}.logon"
 
     def _read(self, path: Path, session: SessionID) -> int | None:
         try:
@@ -102,9 +107,9 @@ class FileReplayStore:
 
     @contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with self._lock:
-            fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR, 0o600)
+            fd = os.open(path.with_suffix(".lock"), os.O_CREAT | os.O_RDWR | _NOFOLLOW, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 yield
@@ -116,20 +121,37 @@ class FileReplayStore:
 
     def advance(self, session: SessionID, sending_time: int) -> bool:
         path = self._path(session)
-        with self._locked(path):
-            last = self._read(path, session)
-            if last is not None and sending_time <= last:
-                return False
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+        try:
+            with self._locked(path):
+                last = self._read(path, session)
+                if last is not None and sending_time <= last:
+                    return False
+                self._write(path, b"%d\n" % sending_time)
+                return True
+        except OSError as exc:
+            raise ReplayStateError(
+                f"cannot record the Logon of {session}: {exc.strerror or exc}", path=path
+            ) from None
+
+    def _write(self, path: Path, data: bytes) -> None:
+        """Atomically replace ``path``: a fresh temporary file (never one an attacker placed:
+        O_EXCL, no symlinks), written in full, fsynced, renamed, directory fsynced."""
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | _NOFOLLOW, 0o600)
+        try:
             try:
-                os.write(fd, b"%d\n" % sending_time)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
             os.replace(tmp, path)
-            _fsync_directory(self.directory)
-            return True
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_directory(self.directory)
 
 
 def _fsync_directory(directory: Path) -> None:

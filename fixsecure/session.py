@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,7 +35,7 @@ from fixsecure.errors import (
     LocalProtocolError,
     NoiseError,
 )
-from fixsecure.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer
+from fixsecure.framing import DEFAULT_MAX_MESSAGE_SIZE, Framer, iter_fields
 from fixsecure.noise import (
     CipherState,
     DHFunctions,
@@ -70,6 +70,7 @@ REKEY_INTERVAL: Final = 1 << 20  # implicit Rekey() after every 2^20 messages pe
 MAX_MESSAGES: Final = 1 << 24  # per direction of a connection (§8.3)
 MAX_BYTES: Final = 1 << 36  # plaintext body bytes per direction of a connection
 _REKEY_MASK: Final = REKEY_INTERVAL - 1
+MAX_MESSAGE_SIZE_LIMIT: Final = 64 << 20  # a configured limit beyond this is a mistake
 _NS: Final = 1_000_000_000
 _HANDSHAKE_FIELDS: Final = [98, wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91]
 _MARKERS: Final = {wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91}
@@ -119,11 +120,13 @@ class SessionConfig:
             raise ConfigError("encryption is required but the session has no keys", section=where)
         for pair in self.own_keys:
             try:
-                protocol.dh.keypair(pair.private)
+                derived = protocol.dh.keypair(pair.private)
             except TypeError as exc:
                 raise ConfigError(
                     f"own key does not fit {self.suite}: {exc}", section=where
                 ) from None
+            if derived.public != pair.public:
+                raise ConfigError("an own key pair's public half does not match", section=where)
         own_publics = {pair.public for pair in self.own_keys}
         for public in self.peer_keys:
             try:
@@ -135,8 +138,14 @@ class SessionConfig:
                     "the pinned peer key is our own public key (same key on both ends)",
                     section=where,
                 )
-        if self.max_message_size < 256:
-            raise ConfigError("max_message_size must be at least 256 bytes", section=where)
+        if not 256 <= self.max_message_size <= MAX_MESSAGE_SIZE_LIMIT:
+            raise ConfigError(
+                f"max_message_size must be 256 to {MAX_MESSAGE_SIZE_LIMIT} bytes", section=where
+            )
+        for name, value in (("logon_window", self.logon_window),
+                            ("logon_future_skew", self.logon_future_skew)):
+            if not 0 <= value <= 86_400:  # also refuses nan and inf
+                raise ConfigError(f"{name} must be 0 to 86400 seconds", section=where)
 
     @property
     def secure(self) -> bool:
@@ -147,7 +156,8 @@ class AcceptorDirectory:
     """Every session one acceptor endpoint serves, found by the CompIDs of an incoming Logon.
 
     Shared by all of an endpoint's connections, with the anti-replay store and an optional
-    ``admit(session_id)`` hook called after the cheap checks and before any DH (rate limits).
+    ``admit(session_id, peer)`` hook called after the cheap checks and before any DH (rate
+    limits; ``peer`` is what the adapter passed to :meth:`Session.acceptor`, e.g. its address).
     """
 
     def __init__(
@@ -155,10 +165,9 @@ class AcceptorDirectory:
         sessions: Iterable[SessionConfig],
         replay_store: ReplayStore,
         *,
-        admit: Callable[[SessionID], bool] | None = None,
+        admit: Callable[[SessionID, Hashable], bool] | None = None,
     ) -> None:
         self._by_ids: dict[tuple[str, str, str], SessionConfig] = {}
-        self.max_wire_size = wire.wire_limit(DEFAULT_MAX_MESSAGE_SIZE)
         self.update(sessions)
         self.replay_store = replay_store
         self.admit = admit
@@ -184,9 +193,6 @@ class AcceptorDirectory:
     @property
     def sessions(self) -> tuple[SessionConfig, ...]:
         return tuple(self._by_ids.values())
-
-    def __len__(self) -> int:
-        return len(self._by_ids)
 
     def lookup(self, begin: bytes, header: dict[int, bytes]) -> SessionConfig | None:
         """The session a Logon addresses: its 49 is our target, its 56 our sender (§6 step 4)."""
@@ -320,6 +326,7 @@ class Session:
         directory: AcceptorDirectory | None = None,
         clock: Clock = time.time_ns,
         ephemeral: Ephemeral = fresh_ephemeral,
+        peer: Hashable = None,
     ) -> None:
         self.role = role
         self.state = State.AWAIT_LOGON
@@ -330,7 +337,9 @@ class Session:
         self._limit = config.max_message_size if config else DEFAULT_MAX_MESSAGE_SIZE
         wire_max = directory.max_wire_size if directory else wire.wire_limit(self._limit)
         self._framer = Framer(wire_max)
-        self._handshake: HandshakeState | None = None
+        self._handshake: HandshakeState | None = None  # only until Split(): then dropped
+        self._encrypted = False
+        self._peer = peer
         self._send: _Direction | None = None
         self._recv: _Direction | None = None
         self.handshake_hash: bytes | None = None
@@ -354,8 +363,12 @@ class Session:
         *,
         clock: Clock = time.time_ns,
         ephemeral: Ephemeral = fresh_ephemeral,
+        peer: Hashable = None,
     ) -> Session:
-        return cls(Role.ACCEPTOR, directory=directory, clock=clock, ephemeral=ephemeral)
+        """``peer`` (e.g. the source address) is handed to the directory's ``admit`` hook."""
+        return cls(
+            Role.ACCEPTOR, directory=directory, clock=clock, ephemeral=ephemeral, peer=peer
+        )
 
     def __repr__(self) -> str:
         sid = self.config.session_id if self.config else "?"
@@ -372,7 +385,8 @@ class Session:
 
     @property
     def encrypted(self) -> bool:
-        return self._handshake is not None
+        """True once a handshake has started on this connection (it never falls back)."""
+        return self._encrypted
 
     # -- state table ------------------------------------------------------------------------
 
@@ -397,14 +411,12 @@ class Session:
             assert self._send is not None
             try:
                 sealed = self._send.seal(
-                    message[: length_start] + message[header_start : header_end],
-                    message[header_end : trailer],
+                    wire.associated_data(message, parts), message[header_end:trailer]
                 )
             except LimitExceeded:
                 self._move(Input.FAIL)
                 raise
-            if msg_type == b"5":
-                self.logout_sent = True
+            self._note_sent(msg_type)
             return wire.protected(
                 message[: length_start],
                 message[header_start : header_end],
@@ -438,6 +450,10 @@ class Session:
         if msg_type == b"5":
             self.logout_sent = True
 
+    def _note_received(self, msg_type: bytes) -> None:
+        if msg_type == b"5":
+            self.logout_received = True
+
     def _write_logon(self, message: bytes, parts: wire.Parts) -> bytes:
         length_start, header_start, header_end, trailer, msg_type = parts
         config = self.config
@@ -449,13 +465,20 @@ class Session:
         if not config.secure:
             self._move(Input.SEND_PLAINTEXT_LOGON)
             return message
-        header = wire.header_fields(message, parts)
-        if not any(tag == 52 for tag, _ in header):
+        clear_header = wire.clear_fields(message, parts)
+        sending_time = dict(clear_header).get(52)
+        if sending_time is None:
             raise LocalProtocolError("the engine's Logon has no SendingTime(52) in its header")
         try:
+            wire.sending_time_ns(sending_time)  # the acceptor would refuse it silently
             rest = wire.rest_fields(message, parts)
         except WireError as exc:
             raise LocalProtocolError(f"the engine's Logon: {exc}") from None
+        repeated = wire.repeated_tags(clear_header, wire.IDENTITY_TAGS)
+        if repeated:
+            raise LocalProtocolError(
+                f"the engine's Logon repeats header field(s) {sorted(repeated)}"
+            )
         for tag, value in rest:
             if tag == 98 and value != b"0":
                 raise LocalProtocolError(
@@ -464,13 +487,12 @@ class Session:
                 )
         begin = message[: length_start]
         suite = config.suite.encode("ascii")
-        clear = [
-            (8, begin[2:-1]),
-            *header,
+        handshake_fields = [
             (98, b"0"),
             (wire.TAG_PROTOCOL, wire.PROTOCOL_LABEL),
             (wire.TAG_SUITE, suite),
         ]
+        clear = [*clear_header, *handshake_fields]
         protocol = config.protocol
         handshake = HandshakeState(
             protocol,
@@ -480,18 +502,12 @@ class Session:
             rs=config.peer_keys[0],
             e=self._ephemeral(protocol.dh),
         )
-        sealed = handshake.write_message(message[header_end : trailer])
+        sealed = handshake.write_message(message[header_end:trailer])
         self._handshake = handshake
+        self._encrypted = True
         self._move(Input.SEND_HANDSHAKE_LOGON)
-        extra = b"98=0\x01%d=%s\x01%d=%s\x01" % (
-            wire.TAG_PROTOCOL,
-            wire.PROTOCOL_LABEL,
-            wire.TAG_SUITE,
-            suite,
-        )
-        return wire.protected(
-            begin, message[header_start : header_end], extra, sealed
-        )
+        extra = b"".join(b"%d=%s\x01" % field for field in handshake_fields)
+        return wire.protected(begin, message[header_start:header_end], extra, sealed)
 
     def _write_reply(self, message: bytes, parts: wire.Parts) -> bytes:
         length_start, header_start, header_end, trailer, msg_type = parts
@@ -499,7 +515,7 @@ class Session:
         assert handshake is not None
         begin = message[:length_start]
         is_logon = msg_type == b"A"
-        clear = [(8, begin[2:-1]), *wire.header_fields(message, parts)]
+        clear = wire.clear_fields(message, parts)
         if is_logon:
             clear.append((98, b"0"))
         payload = wire.encode_field_list(clear) + message[header_end : trailer]
@@ -515,7 +531,11 @@ class Session:
         )
 
     def _finish_handshake(self, handshake: HandshakeState) -> None:
+        """Split() into the transport keys, then drop the handshake: its ephemeral private key
+        and chaining key must not outlive it, or a memory dump late in a trading day would undo
+        the forward secrecy of everything sent since the Logon."""
         initiator_to_acceptor, acceptor_to_initiator = handshake.split()
+        self._handshake = None
         if self.role is Role.INITIATOR:
             self._send = _Direction(initiator_to_acceptor)
             self._recv = _Direction(acceptor_to_initiator)
@@ -558,19 +578,23 @@ class Session:
                     append(self._open(framed, *wire.transport(framed)))
                 else:
                     events.extend(self._receive_other(framed))
-        except (_Refused, FramingError, NoiseError, LimitExceeded) as exc:
+        except (_Refused, FramingError, NoiseError, LimitExceeded, ConfigError) as exc:
             append(self._fail(str(exc)))
         except ValueError as exc:  # WireError, and any other malformed value: still an event
             append(self._fail(f"malformed message: {exc}"))
+        except OSError as exc:  # the anti-replay store failed: refuse rather than guess
+            append(self._fail(f"anti-replay state unavailable: {exc.__class__.__name__}"))
         return events
 
     def _open(self, message: bytes, parts: wire.Parts, sealed: bytes) -> MessageReceived:
         """Authenticate and decrypt one transport message; rebuild the engine's original."""
         assert self._recv is not None
-        body = self._recv.open(message[: parts[0]] + message[parts[1] : parts[2]], sealed)
-        if parts[4] == b"5":
-            self.logout_received = True
-        return MessageReceived(wire.rebuild(message, parts, body), parts[4])
+        body = self._recv.open(wire.associated_data(message, parts), sealed)
+        rebuilt = wire.rebuild(message, parts, body)
+        if len(rebuilt) > self._limit:  # the peer's sender would have refused it (§8.4)
+            raise _Refused(f"a message of {len(rebuilt)} bytes exceeds the limit of {self._limit}")
+        self._note_received(parts[4])
+        return MessageReceived(rebuilt, parts[4])
 
     def receive_eof(self) -> list[Event]:
         """The network side closed. Reports whether the session ended cleanly (§9)."""
@@ -601,8 +625,7 @@ class Session:
             with contextlib.suppress(WireError):  # plaintext passes any framed message through
                 msg_type = wire.split(message)[4]
             self._move(Input.RECEIVE)
-            if msg_type == b"5":
-                self.logout_received = True
+            self._note_received(msg_type)
             return [MessageReceived(message, msg_type)]
         if self.role is Role.ACCEPTOR and self.state is State.AWAIT_LOGON:
             return self._read_logon(message)
@@ -611,27 +634,29 @@ class Session:
         raise _Refused(f"network message in state {self.state.value}")
 
     def _read_logon(self, message: bytes) -> list[Event]:
-        """Acceptor, message 1: the checks of §6 in order, DH last."""
+        """Acceptor, message 1: the checks of §6 in order, DH last, state changed only after."""
         directory = self._directory
         assert directory is not None
         parts = wire.split(message)
-        length_start, _header_start, header_end, _trailer, msg_type = parts
+        msg_type = parts[4]
         if msg_type != b"A":
             raise _Refused(f"first message is 35={msg_type[:8]!r}, not a Logon")
-        header_list = wire.header_fields(message, parts)
-        header = dict(reversed(header_list))  # the first occurrence of a tag wins
-        rest = wire.rest_fields(message, parts)
-        tags = [tag for tag, _ in rest]
-        begin = message[: length_start]
-        config = directory.lookup(begin[2:-1], header)
+        clear_header = wire.clear_fields(message, parts)
+        repeated = wire.repeated_tags(clear_header, wire.IDENTITY_TAGS)
+        if repeated:
+            raise _Refused(f"Logon repeats identity field(s) {sorted(repeated)} in its header")
+        header = dict(clear_header)
+        config = directory.lookup(header[8], header)
         if config is None:
             raise _Refused(
-                f"Logon for an unknown session {begin[2:-1][:16]!r} "
+                f"Logon for an unknown session {header[8][:16]!r} "
                 f"{header.get(49, b'')[:32]!r}->{header.get(56, b'')[:32]!r}"
             )
         sid = config.session_id
         if len(message) > wire.wire_limit(config.max_message_size):
             raise _Refused(f"{sid}: Logon of {len(message)} bytes exceeds the session's limit")
+        rest = wire.rest_fields(message, parts)
+        tags = [tag for tag, _ in rest]
         if not _MARKERS.intersection(tags):
             if config.required:
                 raise _Refused(f"{sid}: plaintext Logon, but the session requires encryption")
@@ -647,12 +672,18 @@ class Session:
         if not config.secure:
             raise _Refused(f"{sid}: handshake Logon for a session without keys")
         sending_time = self._check_sending_time(sid, config, header.get(52))
-        if directory.admit is not None and not directory.admit(sid):
+        if directory.admit is not None and not directory.admit(sid, self._peer):
             raise _Refused(f"{sid}: Logon refused by the admission limits")
-        offset = message.index(b"\x0190=", header_end - 1) + 1
+        offset = message.index(b"\x0190=", parts[2] - 1) + 1
         sealed = wire.secure_data(message, parts, offset)
-        prologue = wire.prologue(config.suite, [(8, begin[2:-1]), *header_list, *rest[:3]])
+        prologue = wire.prologue(config.suite, [*clear_header, *rest[:3]])
         handshake, payload, indexes = self._try_keys(config, prologue, sealed)
+        try:
+            routing = {tag for tag, _ in iter_fields(payload)} & wire.ROUTING_TAGS
+        except FramingError as exc:
+            raise _Refused(f"{sid}: the encrypted Logon body is not FIX fields: {exc}") from None
+        if routing:  # an engine would read them as the sender's identity
+            raise _Refused(f"{sid}: routing field(s) {sorted(routing)} in the Logon body")
         try:
             advanced = directory.replay_store.advance(sid, sending_time)
         except ConfigError as exc:
@@ -661,6 +692,7 @@ class Session:
             raise _Refused(f"{sid}: a later Logon was accepted concurrently")
         handshake.e = self._ephemeral(config.protocol.dh)
         self._handshake = handshake
+        self._encrypted = True
         self._identified(config)
         self._move(Input.RECEIVE_HANDSHAKE_LOGON)
         return [
@@ -669,9 +701,12 @@ class Session:
         ]
 
     def _identified(self, config: SessionConfig) -> None:
+        """The session is known: its own size limit applies from now on (§8.4)."""
         self.config = config
         self._limit = config.max_message_size
-        self._framer.max_message_size = wire.wire_limit(config.max_message_size)
+        self._framer.max_message_size = (
+            wire.wire_limit(config.max_message_size) if config.secure else config.max_message_size
+        )
 
     def _check_sending_time(
         self, sid: SessionID, config: SessionConfig, value: bytes | None
@@ -718,9 +753,9 @@ class Session:
         assert handshake is not None
         assert config is not None
         parts = wire.split(message)
-        length_start, _header_start, header_end, _trailer, msg_type = parts
-        offset = header_end
-        clear = [(8, message[2 : length_start - 1]), *wire.header_fields(message, parts)]
+        msg_type = parts[4]
+        offset = parts[2]
+        clear = wire.clear_fields(message, parts)
         if msg_type == b"A":
             if message[offset : offset + 5] != b"98=0\x01":
                 raise _Refused("Logon reply without its clear EncryptMethod(98)=0")
@@ -732,8 +767,7 @@ class Session:
             raise _Refused("message 2's clear header differs from its authenticated copy")
         self._finish_handshake(handshake)
         self._move(Input.RECEIVE_HANDSHAKE_REPLY)
-        if msg_type == b"5":
-            self.logout_received = True
+        self._note_received(msg_type)
         assert self.handshake_hash is not None
         return [
             HandshakeComplete(config.session_id, config.suite, self.handshake_hash),

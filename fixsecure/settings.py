@@ -703,10 +703,11 @@ def _secure(reader: _Reader, connection_type: str) -> SecureSettings:
                 raise reader.error(setting, _INITIATOR_ONE_KEY.format(count=len(files)))
 
     state_path = reader.get_path("FixSecureStatePath")
-    if connection_type == "acceptor" and required and state_path is None:
+    has_keys = bool(reader.get("FixSecurePrivateKeyFile"))
+    if connection_type == "acceptor" and (required or has_keys) and state_path is None:
         raise reader.error(
             "FixSecureStatePath",
-            "is required for an acceptor session with FixSecureRequired=Y: it names the "
+            "is required for an acceptor session that accepts encrypted Logons: it names the "
             "directory where the last accepted Logon time is kept, so that a restart does not "
             "let an old Logon be replayed",
         )

@@ -21,7 +21,9 @@ from fixsecure.framing import SOH, checksum, frame_one, iter_fields
 
 __all__ = [
     "CLEAR_HEADER_TAGS",
+    "IDENTITY_TAGS",
     "PROTOCOL_LABEL",
+    "ROUTING_TAGS",
     "TAG_PROTOCOL",
     "TAG_SUITE",
     "Fields",
@@ -31,6 +33,7 @@ __all__ = [
     "associated_data",
     "b64decode",
     "b64encode",
+    "clear_fields",
     "decode_field_list",
     "encode_field_list",
     "header_fields",
@@ -38,6 +41,7 @@ __all__ = [
     "prologue",
     "protected",
     "rebuild",
+    "repeated_tags",
     "rest_fields",
     "secure_data",
     "sending_time_ns",
@@ -133,6 +137,28 @@ def parse(message: bytes, max_message_size: int) -> Parts:
 def header_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
     """The clear header as (tag, value) pairs, in wire order."""
     return [(int(tag), value) for tag, value in _FIELD.findall(message, parts[1], parts[2])]
+
+
+def clear_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
+    """BeginString and the clear header as (tag, value) pairs: what §5 binds and copies."""
+    return [(8, message[2 : parts[0] - 1]), *header_fields(message, parts)]
+
+
+def repeated_tags(fields: Iterable[tuple[int, bytes]], tags: frozenset[int]) -> set[int]:
+    """Which of ``tags`` occur more than once among ``fields``."""
+    seen: set[int] = set()
+    twice: set[int] = set()
+    for tag, _ in fields:
+        if tag in tags:
+            (twice if tag in seen else seen).add(tag)
+    return twice
+
+
+#: The fields that say who a message is from and for, and which message it is: an identity must
+#: not be ambiguous, so a Logon repeating one of them is refused (§6), and the encrypted Logon body
+#: must not carry the routing ones (an engine would read them as the sender's identity).
+IDENTITY_TAGS: Final = frozenset({8, 35, 34, 52, 49, 56, 50, 57, 142, 143, 115, 128, 116, 129})
+ROUTING_TAGS: Final = frozenset({49, 56, 50, 57, 142, 143, 115, 128, 116, 129, 144, 145})
 
 
 def rest_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:
@@ -296,6 +322,9 @@ def secure_data(message: bytes, parts: Parts, offset: int) -> bytes:
     """Check ``90=N|91=<N bytes>|`` sits exactly from ``offset`` to the trailer; return the
     decoded SecureData."""
     if message[offset : offset + 3] != b"90=":
+        rest = message[offset - 1 : parts[3]]
+        if b"\x0190=" not in rest and b"\x0191=" not in rest:
+            raise WireError("a plaintext message where a protected one is required")
         raise WireError("a clear field that is not a header field precedes SecureDataLen(90)")
     trailer = parts[3]
     length_end = message.find(SOH, offset + 3, trailer)

@@ -542,14 +542,15 @@ def test_kci_forged_logon_cannot_complete_the_session(monkeypatch: pytest.Monkey
 
     fake_static = KeyPair(dh.generate_keypair().private, initiator_public)
     monkeypatch.setattr("fixsecure.session.HandshakeState", Forger)
-    attacker = Session.initiator(
-        SessionConfig(
-            real.initiator_config.session_id,
-            own_keys=(fake_static,),
-            peer_keys=real.initiator_config.peer_keys,
-        ),
-        clock=clock,
+    # The attacker runs modified code: its "own key" claims the victim's public key, which a
+    # genuine SessionConfig refuses, so the forged configuration is patched in after the fact.
+    forged_config = SessionConfig(
+        real.initiator_config.session_id,
+        own_keys=(dh.generate_keypair(),),
+        peer_keys=real.initiator_config.peer_keys,
     )
+    object.__setattr__(forged_config, "own_keys", (fake_static,))
+    attacker = Session.initiator(forged_config, clock=clock)
     forged_logon = logon(body=[(98, 0), (108, 30), (141, b"Y")])
     forged_message1 = attacker.send(forged_logon)
     monkeypatch.undo()  # only the attacker's handshake is forged; the acceptor's is genuine
@@ -660,14 +661,15 @@ def test_the_admission_hook_runs_before_dh(dh_calls: list[str]) -> None:
     pair = new_pair()
     asked: list[SessionID] = []
 
-    def admit(session_id: SessionID) -> bool:
+    def admit(session_id: SessionID, peer: object) -> bool:
         asked.append(session_id)
+        assert peer == "192.0.2.7"
         return False
 
     directory = AcceptorDirectory([pair.acceptor_config], MemoryReplayStore(), admit=admit)
     message1 = pair.initiator.send(logon())
     dh_calls.clear()
-    events = rejected(Session.acceptor(directory, clock=clock), message1)
+    events = rejected(Session.acceptor(directory, clock=clock, peer="192.0.2.7"), message1)
     assert asked == [ACCEPTOR_ID]
     assert dh_calls == []
     assert "admission" in failures(events)[0].reason

@@ -400,3 +400,110 @@ def test_an_idle_session_outlives_the_handshake_timeout(tmp_path: Path) -> None:
             assert await bank.receive(timeout=3) == fill
 
     run(main())
+
+
+def test_a_plaintext_session_outlives_the_handshake_timeout(tmp_path: Path) -> None:
+    """FixSecureRequired=N and no keys on both sides: the proxies pass plaintext through, and the
+    handshake timer must stop once the Logon reply is through, as for an encrypted session."""
+    topology = write_topology(tmp_path)
+    for path in (topology.bank_cfg, topology.venue_cfg):
+        text = path.read_text()
+        for key in ("FixSecurePrivateKeyFile", "FixSecurePeerPublicKeyFile"):
+            text = "\n".join(line for line in text.splitlines() if not line.startswith(key))
+        path.write_text(text.replace("[DEFAULT]", "[DEFAULT]\nFixSecureRequired=N") + "\n")
+
+    async def main() -> None:
+        async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
+            bank = await bank_engine(topology)
+            bank_logon = logon(b"BANK", b"VENUE")
+            await bank.send(bank_logon)
+            venue = await asyncio.wait_for(accepted.get(), 5)
+            assert await venue.receive() == bank_logon
+            await venue.send(logon(b"VENUE", b"BANK"))
+            await bank.receive()
+            await asyncio.sleep(2.5)  # longer than FixSecureHandshakeTimeout=2
+            order = fix_message(b"D", 2, b"BANK", b"VENUE", [(11, b"P")], sending_time=now_stamp())
+            await bank.send(order)
+            assert await venue.receive(timeout=3) == order
+            assert bank_proxy.stats.handshakes_ok == venue_proxy.stats.handshakes_ok == 1
+
+    run(main())
+
+
+def test_stats_count_messages_and_bytes_while_sessions_live(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
+            bank = await bank_engine(topology)
+            await bank.send(logon(b"BANK", b"VENUE"))
+            venue = await asyncio.wait_for(accepted.get(), 5)
+            await venue.receive()
+            await venue.send(logon(b"VENUE", b"BANK"))
+            await bank.receive()
+            orders = [
+                fix_message(b"D", seq, b"BANK", b"VENUE", [(11, b"S")], sending_time=now_stamp())
+                for seq in range(2, 12)
+            ]
+            await bank.send(*orders)
+            for _ in orders:
+                await venue.receive()
+            stats = bank_proxy.stats  # the session is still up: counted as messages pass
+            assert stats.messages_to_network == 11
+            assert stats.messages_from_network == 1
+            assert stats.bytes_to_network > sum(len(o) for o in orders)
+            assert stats.bytes_from_network > 0
+            assert venue_proxy.stats.messages_from_network == 11
+            assert "bytes_to_network=" in stats.line()
+
+    run(main())
+
+
+def test_an_engine_cannot_reach_a_session_of_another_port(tmp_path: Path) -> None:
+    """Two initiator sessions on two engine ports: a Logon on port A for port B's session is
+    refused, so a port always means one set of sessions (and keys)."""
+    topology = write_topology(tmp_path)
+    other_port = free_port()
+    topology.bank_cfg.write_text(
+        topology.bank_cfg.read_text()
+        + f"""[SESSION]
+BeginString=FIX.4.4
+SenderCompID=BANK2
+TargetCompID=VENUE
+SocketConnectHost=127.0.0.1
+SocketConnectPort={other_port}
+FixSecureConnectHost=127.0.0.1
+FixSecureConnectPort={topology.network_port}
+"""
+    )
+
+    async def main() -> None:
+        async with proxies(topology) as (_, _, accepted):
+            bank = await bank_engine(topology)  # port A, whose only session is BANK
+            await bank.send(logon(b"BANK2", b"VENUE"))
+            assert await bank.closed()
+            assert accepted.empty()
+
+    run(main())
+
+
+def test_sessions_sharing_a_port_must_agree_on_listener_limits(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+    topology.venue_cfg.write_text(
+        topology.venue_cfg.read_text()
+        + """[SESSION]
+BeginString=FIX.4.4
+SenderCompID=VENUE
+TargetCompID=BROKER
+FixSecureMaxHalfOpen=7
+"""
+    )
+
+    async def main() -> None:
+        proxy = Proxy(topology.venue_cfg)
+        with pytest.raises(ConfigError, match="FixSecureMaxHalfOpen: is 7 but 64") as caught:
+            await proxy.start()
+        assert "one listener has one value" in str(caught.value)
+        await proxy.shutdown(0)
+
+    run(main())

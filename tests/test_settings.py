@@ -541,9 +541,12 @@ def test_acceptor_requiring_encryption_needs_a_state_path() -> None:
     extra = "FixSecurePrivateKeyFile=v.key\nFixSecurePeerPublicKeyFile=b.pub\n"
     err = parse_error(session("VENUE", "BANK", "acceptor", extra))
     assert err.key == "FixSecureStatePath"
-    assert "is required for an acceptor session with FixSecureRequired=Y" in err.message
+    assert "is required for an acceptor session that accepts encrypted Logons" in err.message
     plain = session("VENUE", "BANK", "acceptor", "FixSecureRequired=N\n")
     assert parse_settings(plain).sessions[0].secure.state_path is None
+    # Encryption optional but possible (keys present): replays must still be refused.
+    optional = session("VENUE", "BANK", "acceptor", "FixSecureRequired=N\n" + extra)
+    assert parse_error(optional).key == "FixSecureStatePath"
 
 
 def test_relative_paths_resolve_against_the_settings_file(

@@ -705,6 +705,7 @@ extra_headers = st.lists(
     st.tuples(st.sampled_from([50, 57, 142, 143, 115, 128, 1128, 43, 97]), values.filter(
         lambda v: v.isalnum())),
     max_size=3,
+    unique_by=lambda field: field[0],  # a Logon may not repeat an identity field (spec §6)
 )
 
 

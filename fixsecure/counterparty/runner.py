@@ -98,7 +98,12 @@ from fixsecure.counterparty.store import (
     MessageStore,
     store_name,
 )
-from fixsecure.endpoint import acceptor_directory, session_config
+from fixsecure.endpoint import (
+    acceptor_directory,
+    check_listener,
+    listener_admission,
+    session_config,
+)
 from fixsecure.errors import ConfigError, ConnectionEnded, LimitExceeded, LocalProtocolError
 from fixsecure.session import AcceptorDirectory
 from fixsecure.session import SessionConfig as SecureConfig
@@ -342,28 +347,13 @@ def load_counterparty_sessions(path: Path | str) -> tuple[CounterpartySession, .
 
 
 #: Settings of one listener, not of one session: sessions sharing an address must agree on them.
-_LISTENER_KEYS: Final = (
-    ("FixSecureHandshakeTimeout", "handshake_timeout"),
-    ("FixSecureMaxHalfOpen", "max_half_open"),
-    ("FixSecureLogonRatePerSource", "logon_rate_per_source"),
-    ("FixSecureLogonRatePerSession", "logon_rate_per_session"),
-)
-
-
 def _check_shared_listeners(sessions: Iterable[CounterpartySession]) -> None:
-    first: dict[tuple[str, int], CounterpartySession] = {}
+    groups: dict[tuple[str, int], list[SessionSettings]] = {}
     for session in sessions:
-        if session.role is not Role.ACCEPTOR:
-            continue
-        other = first.setdefault((session.host, session.port), session)
-        for key, field in _LISTENER_KEYS:
-            mine, theirs = (getattr(s.settings.secure, field) for s in (session, other))
-            if mine != theirs:
-                raise session.settings.error(
-                    key,
-                    f"is {mine:g} but {theirs:g} in {other.settings.section}, which listens on "
-                    f"the same address {session.host}:{session.port}; one listener has one value",
-                )
+        if session.role is Role.ACCEPTOR:
+            groups.setdefault((session.host, session.port), []).append(session.settings)
+    for (host, port), group in groups.items():
+        check_listener(group, f"{host}:{port}")
 
 
 def _market_price(settings: SessionSettings) -> Decimal:
@@ -1087,13 +1077,8 @@ class CounterpartyRunner:
             if config.role is Role.ACCEPTOR:
                 groups.setdefault((config.host, config.port), []).append(config)
         listeners = []
-        for group in groups.values():
-            first = group[0].settings.secure
-            admission = Admission.create(
-                max_half_open=first.max_half_open,
-                per_source_per_minute=first.logon_rate_per_source,
-                per_session_per_minute=first.logon_rate_per_session,
-            )
+        for (host, port), group in groups.items():
+            admission = listener_admission([c.settings for c in group], f"{host}:{port}")
             directory = acceptor_directory(
                 (c.settings for c in group), admit=admission.admit_session
             )
