@@ -54,10 +54,11 @@ decoded as latin-1 so every value round-trips exactly. Message objects have the 
 ``record`` (``"message"``), ``index`` (1-based), ``line`` (line number in a line log, else null),
 ``offset`` (byte offset of the message in a raw stream, of its line in a line log), ``size``
 (bytes), ``kind``, ``msg_type``, ``msg_type_name``, ``sender``, ``target`` (strings or null),
-``fields`` (list of ``{"tag": int, "name": str|null, "value": str}`` in wire order, SecureData
-in full), ``framing_ok`` (bool), ``securedata_chars``, ``ciphertext_len``, ``body_len`` (int or
-null; body_len is the implied plaintext body: ciphertext − 16 for transport, minus the ephemeral
-key for handshake-1, minus the ephemeral key and the authenticated header copy for handshake-2),
+``fields`` (list of ``{"tag": int, "name": str|null, "value": str|null}`` in wire order,
+SecureData in full; a password field has ``"value": null`` and ``"masked_bytes": int``),
+``framing_ok`` (bool), ``securedata_chars``, ``ciphertext_len``, ``body_len`` (int or null;
+body_len is the implied plaintext body: ciphertext − 16 for transport, minus the ephemeral key
+for handshake-1, minus the ephemeral key and the authenticated header copy for handshake-2),
 ``base64_ok`` (bool or null), ``suite`` (string or null) and ``anomalies`` (list of
 ``{"code": str, "text": str}``). The summary object has ``record`` (``"summary"``), ``format``
 (``"raw"`` or ``"lines"``), ``messages``, ``kinds`` (kind → count, every kind present),
@@ -65,8 +66,9 @@ key for handshake-1, minus the ephemeral key and the authenticated header copy f
 ``{"sender", "target", "messages"}``), ``lines_skipped`` and ``exit_status`` (0 or 1).
 
 The text format (:func:`render_text`) never prints SecureData in full (length and the first 16
-base64 characters) and masks password fields of plaintext Logons; the JSON format is a lossless
-dump of the wire bytes, which hold nothing an on-path observer does not already have.
+base64 characters). Both formats mask password fields (554, 925, 1402, 1404) of plaintext
+messages: the input may be an engine's own log, not only wire bytes; everything else in the JSON
+is a lossless dump of what an on-path observer already has.
 """
 
 from __future__ import annotations
@@ -950,7 +952,13 @@ def render_json(inspection: Inspection) -> Iterator[str]:
                 "sender": _latin1(report.sender),
                 "target": _latin1(report.target),
                 "fields": [
-                    {"tag": tag, "name": FIELD_NAMES.get(tag), "value": value.decode("latin-1")}
+                    {
+                        "tag": tag,
+                        "name": FIELD_NAMES.get(tag),
+                        # Passwords stay masked here too: a plaintext engine log may be the input.
+                        "value": None if tag in _PASSWORD_TAGS else value.decode("latin-1"),
+                        **({"masked_bytes": len(value)} if tag in _PASSWORD_TAGS else {}),
+                    }
                     for tag, value in report.fields
                 ],
                 "framing_ok": report.framing_ok,

@@ -12,7 +12,7 @@ from conftest import STAMP, clock, logon, order
 
 from fixsecure.admission import Admission
 from fixsecure.asyncio import FixConnection, connect, serve
-from fixsecure.errors import ConnectionEnded
+from fixsecure.errors import ConnectionEnded, LocalProtocolError
 from fixsecure.memory import SessionPair, fix_message, session_pair
 
 Handler = Callable[[FixConnection], Awaitable[None]]
@@ -252,5 +252,56 @@ def test_initiator_handshake_timeout() -> None:
             await conn.receive()
         srv.close()
         await srv.wait_closed()
+
+    run(main())
+
+
+def test_the_acceptor_handshake_timer_covers_waiting_for_the_engine_reply() -> None:
+    """The handler has the Logon but never answers: message 2 never goes out, and the timer
+    ends the connection even though nobody is reading (spec §8.5)."""
+    finished: list[float] = []
+
+    async def stalled_venue(conn: FixConnection) -> None:
+        await conn.receive()
+        started = asyncio.get_running_loop().time()
+        await asyncio.sleep(3)  # an engine that never replies
+        finished.append(asyncio.get_running_loop().time() - started)
+
+    async def main() -> None:
+        async with server(stalled_venue, timeout=0.5) as (pair, port):
+            conn = await connect(pair.initiator_config, "127.0.0.1", port, clock=clock)
+            await conn.send(logon())
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(ConnectionEnded) as ended:
+                await conn.receive()
+            assert asyncio.get_running_loop().time() - started < 2
+            assert not ended.value.clean
+
+    run(main())
+
+
+def test_send_batch_writes_what_it_protected_before_a_refused_message() -> None:
+    got: list[bytes] = []
+
+    async def venue(conn: FixConnection) -> None:
+        await conn.receive()
+        await conn.send(logon(b"VENUE", b"BANK"))
+        got.extend([await conn.receive(), await conn.receive()])
+
+    async def main() -> None:
+        async with server(venue) as (pair, port):
+            conn = await connect(pair.initiator_config, "127.0.0.1", port, clock=clock)
+            await conn.send(logon())
+            await conn.receive()
+            with pytest.raises(LocalProtocolError):
+                await conn.send_batch([order(2), b"not FIX", order(3)])
+            await conn.send(order(3))  # the nonces stay in step: this one is accepted
+            for _ in range(100):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert got == [order(2), order(3)]
+            assert conn.messages_out == 3  # the Logon and the two orders written
+            await conn.close()
 
     run(main())

@@ -309,7 +309,10 @@ def test_plaintext_session_is_not_an_anomaly(
     assert "hunter2" not in out
     assert "***** (7 bytes, masked)" in out
     status, out = inspect_file(tmp_path, capsys, data, "--json")
-    assert "hunter2" in out  # JSON is the lossless dump
+    assert "hunter2" not in out  # masked in JSON as well: the input may be an engine's log
+    messages, _ = json_records(out)
+    password = next(f for f in messages[0]["fields"] if f["tag"] == 554)
+    assert password == {"tag": 554, "name": "Password", "value": None, "masked_bytes": 7}
 
 
 # --------------------------------------------------------------------------------------------

@@ -593,9 +593,10 @@ class Session:
             self._on_resend_request(msg)
         elif msg_type == MsgType.REJECT:
             if self._verify(msg):
+                reason = msg.get_str(Tag.SESSION_REJECT_REASON)  # a code, not free text
                 self._event(
-                    f"Peer rejected our message {msg.get_str(Tag.REF_SEQ_NUM)}: "
-                    f"{msg.get_str(Tag.TEXT)}",
+                    f"Peer rejected our message {msg.get_str(Tag.REF_SEQ_NUM)}"
+                    + (f" (SessionRejectReason {reason})" if reason else ""),
                     "warning",
                 )
                 self._advance_target()
@@ -820,7 +821,9 @@ class Session:
         text = msg.get_str(Tag.TEXT)
         initiated_by_peer = self._state is State.ACTIVE
         if initiated_by_peer:
-            self._event(f"Received logout request{': ' + text if text else ''}")
+            # The peer's Text(58) is message content: logged by its size only.
+            detail = f" ({len(text)}-character Text)" if text else ""
+            self._event(f"Received logout request{detail}")
             self._send_logout("")
             self._event("Sending logout response")
         else:
