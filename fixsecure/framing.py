@@ -168,6 +168,16 @@ class Framer:
         """Bytes received but not yet returned as a message."""
         return len(self._buf) - self._pos
 
+    def needed(self) -> int | None:
+        """How many more bytes complete the message being assembled, once its BodyLength has
+        arrived (None before that, or when nothing is buffered)."""
+        if self._error is not None or not self.buffered:
+            return None
+        match = _PREFIX.match(self._buf, self._pos)
+        if match is None:
+            return None
+        return match.end() + int(match.group(1)) + _TRAILER_LEN - len(self._buf)
+
     def skip(self, count: int) -> None:
         """``count`` stream bytes were consumed without the framer (an empty framer only): keep
         the stream offsets of later errors right."""

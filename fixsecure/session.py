@@ -554,6 +554,16 @@ class Session:
         events: list[Event] = []
         append = events.append
         try:
+            if self.state is State.ESTABLISHED and framer.buffered:
+                # A message split across reads: complete it from the head of this read, so the
+                # rest of the read can take the hot path again.
+                needed = framer.needed()
+                if needed is not None and 0 < needed <= len(data):
+                    framer.feed(data[:needed])
+                    data = data[needed:]
+                    framed = framer.next_message()
+                    if framed is not None:
+                        append(self._open(framed, *wire.transport(framed)))
             if self.state is State.ESTABLISHED and not framer.buffered:
                 # The hot path: whole transport messages straight from the read, one regex each.
                 # Anything else (a partial message, an error) is left to the framer below, which
