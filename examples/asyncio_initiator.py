@@ -1,10 +1,10 @@
 """A small FIX initiator built on simplefix that speaks fixsecure through the asyncio transport.
 
 It logs on, sends NewOrderSingles, reads the ExecutionReports, logs out. Run it against the test
-counterparty (`fixsecure counterparty -c examples/counterparty.cfg`) with a settings file naming
-this side's keys, e.g. the demo's `bank.cfg`::
+counterparty, after creating the keys both files name (see examples/counterparty.cfg)::
 
-    python examples/asyncio_initiator.py -c bank.cfg --orders 5
+    fixsecure counterparty -c examples/counterparty.cfg
+    python examples/asyncio_initiator.py -c examples/asyncio-initiator.cfg --orders 5
 
 This is a sketch of what a Python engine does, not an engine: no resends, no heartbeats, no
 persistence. The point is the shape: plaintext FIX in, plaintext FIX out, fixsecure in between.

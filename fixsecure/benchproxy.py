@@ -4,9 +4,10 @@ Four topologies on loopback, each with its own fresh processes, measured side by
 repeats are interleaved across topologies, so a noisy neighbour hits all of them alike):
 
 - **direct**: the client engine connects straight to the server engine;
-- **relay**: two Python asyncio byte relays in separate processes (``python -m
-  fixsecure.benchproxy relay``), moving bytes with the same stream calls and read size as the
-  proxy: the cost of two Python hops without any protocol work;
+- **relay**: two Python asyncio stream relays in separate processes (``python -m
+  fixsecure.benchproxy relay``): the cost of two Python hops without any protocol work (the
+  proxy itself uses asyncio Protocol callbacks, which are cheaper per read than streams, so this
+  floor is, if anything, conservative);
 - **stunnel**: two Debian ``stunnel4`` processes, TLS 1.3 only, mutual authentication with a
   throwaway ECDSA P-256 PKI: what users run today;
 - **fixsecure**: two ``python -m fixsecure proxy -c FILE`` processes (initiator and acceptor side,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import TextIO
 
 from fixsecure import wire
+from fixsecure.benchproxy import free_ports, percentile
 from fixsecure.counterparty.client import OrderClient, OrderResult
 from fixsecure.counterparty.runner import CounterpartyRunner
 from fixsecure.framing import Framer
@@ -36,13 +36,6 @@ from fixsecure.suites import DEFAULT_SUITE
 __all__ = ["run_demo"]
 
 _LATENCY_ORDERS = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Tap:
@@ -150,11 +143,6 @@ def _messages(stream: bytes) -> list[bytes]:
     return out
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
 async def _run(orders: int, suite: str, out: TextIO, width: int) -> int:
     def say(text: str = "") -> None:
         print(text, file=out, flush=True)
@@ -166,7 +154,7 @@ async def _run(orders: int, suite: str, out: TextIO, width: int) -> int:
         say(f"fixsecure demo — {suite}, {orders:,} orders, everything on loopback in {tmp}")
         say(f"  keys: bank {bank_key.fingerprint}")
         say(f"        venue {venue_key.fingerprint}")
-        venue_port = _free_port()
+        (venue_port,) = free_ports(1)
         tap = _Tap(venue_port)
         tap_port = await tap.start()
         venue_cfg, bank_cfg = _settings(tmp, suite, venue_port, tap_port)
@@ -257,7 +245,7 @@ async def _run(orders: int, suite: str, out: TextIO, width: int) -> int:
         say(f"  {orders:,} orders in batches of {step:,}: {orders / elapsed:,.0f} orders/s")
         if latencies:
             p50 = statistics.median(latencies) * 1e6
-            p99 = _percentile(latencies, 0.99) * 1e6
+            p99 = percentile(latencies, 0.99) * 1e6
             say(
                 f"  round trip, one order at a time ({len(latencies)} orders): "
                 f"p50 {p50:,.0f} µs, p99 {p99:,.0f} µs"

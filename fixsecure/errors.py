@@ -9,16 +9,16 @@
     └── ProtocolError
         ├── FramingError         bytes that are not a well-formed FIX message
         ├── LocalProtocolError   the local side (engine or API caller) did something wrong
-        ├── RemoteProtocolError  the peer sent something unacceptable; the connection is over
         ├── LimitExceeded        a key-usage cap was reached; the connection is over
         └── NoiseError           the Noise layer refused something (hazmat level)
             ├── DecryptError     AEAD authentication failed
             ├── InvalidPublicKey a peer public key is malformed, off the curve or of small order
             └── NonceExhausted   a CipherState reached the reserved nonce 2^64-1
 
-A :class:`RemoteProtocolError` carries a detailed reason for the local log in ``detail``. What the
-peer sees is always the same: the connection closes with nothing more sent. Nothing in any message
-here contains key material or message bodies.
+What the peer did wrong is not an exception: the sans-IO session reports it as a
+``ConnectionFailed`` event whose reason is for the local log only, and the adapters close the
+connection with nothing more sent (``ConnectionEnded`` then tells their callers). Nothing in any
+message here contains key material or message bodies.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "NoiseError",
     "NonceExhausted",
     "ProtocolError",
-    "RemoteProtocolError",
 ]
 
 
@@ -105,16 +104,6 @@ class FramingError(ProtocolError):
 
 class LocalProtocolError(ProtocolError):
     """The local engine or API caller did something the protocol does not allow."""
-
-
-class RemoteProtocolError(ProtocolError):
-    """The peer sent something unacceptable. ``detail`` is for the local log only."""
-
-    UNIFORM = "fixsecure: connection rejected"
-
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-        super().__init__(detail)
 
 
 class LimitExceeded(ProtocolError):

@@ -4,7 +4,7 @@ Names follow the Noise specification: :class:`CipherState`, :class:`SymmetricSta
 :class:`HandshakeState` with ``mix_key``, ``mix_hash``, ``encrypt_and_hash``, ``split``, ``rekey``
 and so on. Handshake patterns: KK (what fixsecure uses), IK and NN (so every public test vector
 runs). DH functions: ``25519`` (X25519) and ``P256``, which the Noise specification does not define
-and fixsecure does (``specs/fixsecure-v1.md`` §P256): public keys are 65-byte uncompressed SEC1
+and fixsecure does (``specs/fixsecure-v1.md`` §2.2): public keys are 65-byte uncompressed SEC1
 points, the DH output is the 32-byte x-coordinate, and compressed points, the point at infinity and
 points off the curve are refused. Ciphers: ``AESGCM`` and ``ChaChaPoly``. Hashes: ``SHA256``,
 ``SHA512``, ``BLAKE2s`` and ``BLAKE2b``.

@@ -22,6 +22,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
     [
         ("bank-initiator.cfg", ["bank", "venue"]),
         ("venue-acceptor.cfg", ["venue", "bank", "broker-2026", "broker-2027"]),
+        ("asyncio-initiator.cfg", ["bank", "counterparty"]),
     ],
 )
 def test_example_settings_pass_check(

@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 from fixsecure.admission import Admission
-from fixsecure.asyncio import FixConnection, connect, serve
+from fixsecure.asyncio import FixConnection, connect, describe_error, serve
 from fixsecure.counterparty.engine import (
     Action,
     Deliver,
@@ -662,9 +662,13 @@ class SessionDriver:
                 connect_timeout=config.handshake_timeout,
             )
         except (OSError, TimeoutError) as exc:
-            self.last_disconnect = f"cannot connect: {_why(exc)}"
+            self.last_disconnect = f"cannot connect: {describe_error(exc)}"
             log.warning(
-                "%s: cannot connect to %s:%d: %s", self.name, config.host, config.port, _why(exc)
+                "%s: cannot connect to %s:%d: %s",
+                self.name,
+                config.host,
+                config.port,
+                describe_error(exc),
             )
             self._notify()
             return
@@ -880,11 +884,6 @@ def _printable(text: str) -> str:
 
 def _protection(config: CounterpartySession) -> str:
     return "encrypted" if config.settings.secure.required else "plaintext allowed"
-
-
-def _why(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 # asyncio.timeout rather than asyncio.wait_for throughout: in Python 3.11 wait_for can swallow a
