@@ -599,11 +599,13 @@ class Session:
     def _open(self, message: bytes, parts: wire.Parts, sealed: bytes) -> MessageReceived:
         """Authenticate and decrypt one transport message; rebuild the engine's original."""
         assert self._recv is not None
-        body = self._recv.open(wire.associated_data(message, parts), sealed)
+        # The AD of wire.associated_data, spelled out: this runs once per message received.
+        body = self._recv.open(message[: parts[0]] + message[parts[1] : parts[2]], sealed)
         rebuilt = wire.rebuild(message, parts, body)
         if len(rebuilt) > self._limit:  # the peer's sender would have refused it (§8.4)
             raise _Refused(f"a message of {len(rebuilt)} bytes exceeds the limit of {self._limit}")
-        self._note_received(parts[4])
+        if parts[4] == b"5":
+            self.logout_received = True
         return MessageReceived(rebuilt, parts[4])
 
     def receive_eof(self) -> list[Event]:
