@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
-from typing import Final
 
 from fixsecure.admission import Admission
 from fixsecure.errors import ConfigError
@@ -15,25 +14,15 @@ from fixsecure.noise import KeyPair, parse_protocol_name
 from fixsecure.replay import FileReplayStore, ReplayStateError, ReplayStore
 from fixsecure.session import AcceptorDirectory, SessionConfig
 from fixsecure.sessionid import SessionID
-from fixsecure.settings import SessionSettings
+from fixsecure.settings import SessionSettings, check_listener
 
 __all__ = [
-    "LISTENER_KEYS",
     "PerSessionReplayStore",
     "acceptor_directory",
-    "check_listener",
     "listener_admission",
     "session_config",
 ]
 
-#: Settings that belong to a listening address, not to one session: every session sharing an
-#: address must agree on them, since one listener has one value.
-LISTENER_KEYS: Final = (
-    ("FixSecureHandshakeTimeout", "handshake_timeout"),
-    ("FixSecureMaxHalfOpen", "max_half_open"),
-    ("FixSecureLogonRatePerSource", "logon_rate_per_source"),
-    ("FixSecureLogonRatePerSession", "logon_rate_per_session"),
-)
 
 
 def session_config(settings: SessionSettings) -> SessionConfig:
@@ -104,20 +93,6 @@ def acceptor_directory(
             continue
         stores[config.session_id] = by_path.setdefault(path, FileReplayStore(path))
     return AcceptorDirectory(configs, PerSessionReplayStore(stores), admit=admit)
-
-
-def check_listener(sessions: Sequence[SessionSettings], address: str) -> None:
-    """Refuse sessions sharing one listening ``address`` that disagree on a listener setting."""
-    first = sessions[0]
-    for other in sessions[1:]:
-        for key, field in LISTENER_KEYS:
-            mine, theirs = getattr(other.secure, field), getattr(first.secure, field)
-            if mine != theirs:
-                raise other.error(
-                    key,
-                    f"is {mine:g} but {theirs:g} in {first.section}, which listens on the same "
-                    f"address {address}; one listener has one value",
-                )
 
 
 def listener_admission(sessions: Sequence[SessionSettings], address: str) -> Admission:

@@ -55,6 +55,7 @@ from fixsecure.suites import DEFAULT_SUITE, SUITES, is_suite
 
 __all__ = [
     "BEGIN_STRINGS",
+    "LISTENER_KEYS",
     "SECURE_KEYS",
     "CheckResult",
     "SectionValues",
@@ -62,6 +63,7 @@ __all__ = [
     "SessionID",
     "SessionSettings",
     "Settings",
+    "check_listener",
     "check_settings",
     "load_settings",
     "parse_settings",
@@ -1004,9 +1006,15 @@ def check_settings(path: str | Path) -> list[CheckResult]:
         if session.connection_type == "acceptor" and port is not None:
             engine_listeners.append((session, session.get("SocketAcceptHost", ""), port))
     suite_of_key: dict[str, tuple[str, str]] = {}
+    proxy_listeners: dict[tuple[str, int], list[SessionSettings]] = {}
     for index, session in valid.items():
         try:
             verdicts[index] = (True, _check_session(session, engine_listeners, suite_of_key))
+            if session.connection_type == "acceptor" and session.secure.accept_port is not None:
+                address = (session.secure.accept_host, session.secure.accept_port)
+                group = proxy_listeners.setdefault(address, [])
+                group.append(session)
+                check_listener(group, f"{address[0]}:{address[1]}")
         except ConfigError as exc:
             verdicts[index] = (False, str(exc))
 
@@ -1028,3 +1036,28 @@ def _try_session_id(parsed: _Parsed, section: _Section) -> SessionID | None:
         return _session_id(reader)
     except ConfigError:
         return None
+
+
+#: Settings that belong to a listening address, not to one session: every session sharing an
+#: address must agree on them, since one listener has one value.
+LISTENER_KEYS: Final = (
+    ("FixSecureHandshakeTimeout", "handshake_timeout"),
+    ("FixSecureMaxHalfOpen", "max_half_open"),
+    ("FixSecureLogonRatePerSource", "logon_rate_per_source"),
+    ("FixSecureLogonRatePerSession", "logon_rate_per_session"),
+)
+
+
+def check_listener(sessions: Sequence[SessionSettings], address: str) -> None:
+    """Refuse the last of ``sessions`` (sharing one listening ``address``) if it disagrees with
+    the first on a listener setting; the error names its file, section and key."""
+    first = sessions[0]
+    for other in sessions[1:]:
+        for key, field in LISTENER_KEYS:
+            mine, theirs = getattr(other.secure, field), getattr(first.secure, field)
+            if mine != theirs:
+                raise other.error(
+                    key,
+                    f"is {mine:g} but {theirs:g} in {first.section}, which listens on the same "
+                    f"address {address}; one listener has one value",
+                )

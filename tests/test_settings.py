@@ -1000,3 +1000,22 @@ def test_cli_keygen_bad_name_and_suite(tmp_path: Path, capsys: pytest.CaptureFix
         main(["keygen", "bank", "--suite", "Noise_XX"])
     assert info.value.code == 2
     assert "invalid choice: 'Noise_XX'" in capsys.readouterr().err
+
+
+def test_check_refuses_sessions_disagreeing_on_a_shared_listener(tmp_path: Path) -> None:
+    for name in ("venue", "bank", "broker"):
+        write_keypair(name, "Noise_KK_25519_AESGCM_SHA256", tmp_path)
+    config = tmp_path / "shared.cfg"
+    config.write_text(
+        "[DEFAULT]\nConnectionType=acceptor\nSenderCompID=VENUE\nBeginString=FIX.4.4\n"
+        "FixSecurePrivateKeyFile=venue.key\nFixSecureStatePath=state\n"
+        "FixSecureAcceptPort=9443\nSocketAcceptPort=5002\n"
+        "[SESSION]\nTargetCompID=BANK\nFixSecurePeerPublicKeyFile=bank.pub\n"
+        "[SESSION]\nTargetCompID=BROKER\nFixSecurePeerPublicKeyFile=broker.pub\n"
+        "FixSecureLogonRatePerSession=99\n"
+    )
+    first, second = check_settings(config)
+    assert first.ok
+    assert not second.ok
+    assert "FixSecureLogonRatePerSession: is 99 but 12" in second.message
+    assert "one listener has one value" in second.message

@@ -98,17 +98,12 @@ from fixsecure.counterparty.store import (
     MessageStore,
     store_name,
 )
-from fixsecure.endpoint import (
-    acceptor_directory,
-    check_listener,
-    listener_admission,
-    session_config,
-)
+from fixsecure.endpoint import acceptor_directory, listener_admission, session_config
 from fixsecure.errors import ConfigError, ConnectionEnded, LimitExceeded, LocalProtocolError
 from fixsecure.session import AcceptorDirectory
 from fixsecure.session import SessionConfig as SecureConfig
 from fixsecure.sessionid import SessionID
-from fixsecure.settings import SessionSettings, load_settings
+from fixsecure.settings import SessionSettings, check_listener, load_settings
 
 __all__ = [
     "Application",
