@@ -728,25 +728,37 @@ def _secure(reader: _Reader, connection_type: str) -> SecureSettings:
         suite=suite,
         private_key_files=private,
         peer_public_key_files=peers,
-        logon_window=_float(reader, "FixSecureLogonWindow", 60.0, above=0.0),
-        logon_future_skew=_float(reader, "FixSecureLogonFutureSkew", 10.0, minimum=0.0),
+        logon_window=_float(reader, "FixSecureLogonWindow", 60.0, above=0.0, maximum=_DAY),
+        logon_future_skew=_float(
+            reader, "FixSecureLogonFutureSkew", 10.0, minimum=0.0, maximum=_DAY
+        ),
         state_path=state_path,
-        max_message_size=_int(reader, "FixSecureMaxMessageSize", 1_048_576, minimum=4096),
+        max_message_size=_int(
+            reader, "FixSecureMaxMessageSize", 1_048_576, minimum=4096, maximum=64 << 20
+        ),
         connect_host=connect_host,
         connect_port=connect_port,
         accept_host=reader.get_host("FixSecureAcceptHost") or "0.0.0.0",  # noqa: S104
         accept_port=reader.get_port("FixSecureAcceptPort"),
-        handshake_timeout=_float(reader, "FixSecureHandshakeTimeout", 10.0, above=0.0),
+        handshake_timeout=_float(
+            reader, "FixSecureHandshakeTimeout", 10.0, above=0.0, maximum=_HOUR
+        ),
         max_half_open=_int(reader, "FixSecureMaxHalfOpen", 64, minimum=1),
         logon_rate_per_source=_int(reader, "FixSecureLogonRatePerSource", 30, minimum=1),
         logon_rate_per_session=_int(reader, "FixSecureLogonRatePerSession", 12, minimum=1),
-        drain_timeout=_float(reader, "FixSecureDrainTimeout", 5.0, minimum=0.0),
-        stats_interval=_float(reader, "FixSecureStatsInterval", 0.0, minimum=0.0),
+        drain_timeout=_float(reader, "FixSecureDrainTimeout", 5.0, minimum=0.0, maximum=_HOUR),
+        stats_interval=_float(reader, "FixSecureStatsInterval", 0.0, minimum=0.0, maximum=_DAY),
     )
 
 
-def _int(reader: _Reader, key: str, default: int, *, minimum: int) -> int:
-    value = reader.get_int(key, default, minimum=minimum)
+_HOUR: Final = 3600.0
+_DAY: Final = 86400.0  # a window or interval beyond a day is a typo, not a policy
+
+
+def _int(
+    reader: _Reader, key: str, default: int, *, minimum: int, maximum: int | None = None
+) -> int:
+    value = reader.get_int(key, default, minimum=minimum, maximum=maximum)
     assert value is not None
     return value
 
@@ -757,9 +769,10 @@ def _float(
     default: float,
     *,
     minimum: float | None = None,
+    maximum: float | None = None,
     above: float | None = None,
 ) -> float:
-    value = reader.get_float(key, default, minimum=minimum, above=above)
+    value = reader.get_float(key, default, minimum=minimum, maximum=maximum, above=above)
     assert value is not None
     return value
 

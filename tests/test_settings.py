@@ -1019,3 +1019,18 @@ def test_check_refuses_sessions_disagreeing_on_a_shared_listener(tmp_path: Path)
     assert not second.ok
     assert "FixSecureLogonRatePerSession: is 99 but 12" in second.message
     assert "one listener has one value" in second.message
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        ("FixSecureLogonWindow=1e400", "FixSecureLogonWindow"),
+        ("FixSecureLogonWindow=100000", "FixSecureLogonWindow"),
+        ("FixSecureLogonFutureSkew=90000", "FixSecureLogonFutureSkew"),
+        ("FixSecureMaxMessageSize=99999999999", "FixSecureMaxMessageSize"),
+        ("FixSecureHandshakeTimeout=7200", "FixSecureHandshakeTimeout"),
+    ],
+)
+def test_unbounded_values_are_refused(line: str, key: str) -> None:
+    err = parse_error(session("VENUE", "BANK", "acceptor", f"FixSecureRequired=N\n{line}\n"))
+    assert err.key == key
