@@ -335,11 +335,15 @@ class _Reader:
 
 
 def _range_message(value: float | str, minimum: float | None, maximum: float | None) -> str:
+    def show(bound: float) -> str:  # 67108864, not 6.71089e+07
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
     if minimum is not None and maximum is not None:
-        return f"must be between {minimum:g} and {maximum:g}, not {value}"
+        return f"must be between {show(minimum)} and {show(maximum)}, not {value}"
     if minimum is not None:
-        return f"must be at least {minimum:g}, not {value}"
-    return f"must be at most {maximum:g}, not {value}"
+        return f"must be at least {show(minimum)}, not {value}"
+    assert maximum is not None
+    return f"must be at most {show(maximum)}, not {value}"
 
 
 # --------------------------------------------------------------------------------------------------
