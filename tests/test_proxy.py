@@ -157,6 +157,21 @@ def logon(sender: bytes, target: bytes, seq: int = 1, reset: bool = True) -> byt
     return fix_message(b"A", seq, sender, target, body, sending_time=now_stamp())
 
 
+async def log_on(
+    topology: Topology, accepted: asyncio.Queue[Engine], *, reset: bool = True
+) -> tuple[Engine, Engine]:
+    """The bank engine logs on through both proxies; both Logons arrive byte-exact."""
+    bank = await bank_engine(topology)
+    bank_logon = logon(b"BANK", b"VENUE", reset=reset)
+    await bank.send(bank_logon)
+    venue = await asyncio.wait_for(accepted.get(), 5)
+    assert await venue.receive() == bank_logon
+    venue_logon = logon(b"VENUE", b"BANK")
+    await venue.send(venue_logon)
+    assert await bank.receive() == venue_logon
+    return bank, venue
+
+
 def run(coro: Awaitable[None]) -> None:
     asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
 
@@ -166,14 +181,7 @@ def test_two_proxies_forward_byte_exact_and_log_out(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
-            bank = await bank_engine(topology)
-            bank_logon = logon(b"BANK", b"VENUE")
-            await bank.send(bank_logon)
-            venue = await asyncio.wait_for(accepted.get(), 5)
-            assert await venue.receive() == bank_logon
-            venue_logon = logon(b"VENUE", b"BANK")
-            await venue.send(venue_logon)
-            assert await bank.receive() == venue_logon
+            bank, venue = await log_on(topology, accepted)
             orders = [
                 fix_message(
                     b"D",
@@ -222,12 +230,7 @@ def test_every_engine_reconnect_is_a_fresh_handshake(tmp_path: Path) -> None:
     async def main() -> None:
         async with proxies(topology) as (bank_proxy, _, accepted):
             for attempt in range(3):
-                bank = await bank_engine(topology)
-                await bank.send(logon(b"BANK", b"VENUE", reset=attempt == 0))
-                venue = await asyncio.wait_for(accepted.get(), 5)
-                await venue.receive()
-                await venue.send(logon(b"VENUE", b"BANK"))
-                await bank.receive()
+                bank, venue = await log_on(topology, accepted, reset=attempt == 0)
                 bank.writer.close()  # dropped without a Logout
                 assert await venue.closed()
                 await asyncio.sleep(0.002)  # SendingTime must move on (milliseconds)
@@ -347,12 +350,7 @@ def test_shutdown_drains_then_closes_live_sessions(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with proxies(topology) as (bank_proxy, _, accepted):
-            bank = await bank_engine(topology)
-            await bank.send(logon(b"BANK", b"VENUE"))
-            venue = await asyncio.wait_for(accepted.get(), 5)
-            await venue.receive()
-            await venue.send(logon(b"VENUE", b"BANK"))
-            await bank.receive()
+            bank, venue = await log_on(topology, accepted)
             started = time.monotonic()
             await bank_proxy.shutdown(0.3)
             assert time.monotonic() - started < 5
@@ -385,12 +383,7 @@ def test_an_idle_session_outlives_the_handshake_timeout(tmp_path: Path) -> None:
 
     async def main() -> None:
         async with proxies(topology) as (_, _, accepted):
-            bank = await bank_engine(topology)
-            await bank.send(logon(b"BANK", b"VENUE"))
-            venue = await asyncio.wait_for(accepted.get(), 5)
-            await venue.receive()
-            await venue.send(logon(b"VENUE", b"BANK"))
-            await bank.receive()
+            bank, venue = await log_on(topology, accepted)
             await asyncio.sleep(2.5)  # longer than FixSecureHandshakeTimeout=2, both ways idle
             order = fix_message(b"D", 2, b"BANK", b"VENUE", [(11, b"X")], sending_time=now_stamp())
             await bank.send(order)
@@ -414,13 +407,7 @@ def test_a_plaintext_session_outlives_the_handshake_timeout(tmp_path: Path) -> N
 
     async def main() -> None:
         async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
-            bank = await bank_engine(topology)
-            bank_logon = logon(b"BANK", b"VENUE")
-            await bank.send(bank_logon)
-            venue = await asyncio.wait_for(accepted.get(), 5)
-            assert await venue.receive() == bank_logon
-            await venue.send(logon(b"VENUE", b"BANK"))
-            await bank.receive()
+            bank, venue = await log_on(topology, accepted)
             await asyncio.sleep(2.5)  # longer than FixSecureHandshakeTimeout=2
             order = fix_message(b"D", 2, b"BANK", b"VENUE", [(11, b"P")], sending_time=now_stamp())
             await bank.send(order)
@@ -435,12 +422,7 @@ def test_stats_count_messages_and_bytes_while_sessions_live(tmp_path: Path) -> N
 
     async def main() -> None:
         async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
-            bank = await bank_engine(topology)
-            await bank.send(logon(b"BANK", b"VENUE"))
-            venue = await asyncio.wait_for(accepted.get(), 5)
-            await venue.receive()
-            await venue.send(logon(b"VENUE", b"BANK"))
-            await bank.receive()
+            bank, venue = await log_on(topology, accepted)
             orders = [
                 fix_message(b"D", seq, b"BANK", b"VENUE", [(11, b"S")], sending_time=now_stamp())
                 for seq in range(2, 12)
