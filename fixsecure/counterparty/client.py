@@ -27,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Final
 
-from fixsecure.counterparty.engine import Action, Deliver, Role, Session
+from fixsecure.counterparty.engine import Action, Deliver, Role, Session, SessionApplication
 from fixsecure.counterparty.fields import (
     FieldValue,
     FixMessage,
@@ -103,36 +103,18 @@ class _Order:
     overfilled: bool = False
 
 
-class _OrderFlow:
+class _OrderFlow(SessionApplication):
     """The client's :class:`~fixsecure.counterparty.runner.Application`: the session plus a book
     that matches each delivered ExecutionReport to its order."""
 
     def __init__(self, session: Session, on_result: Callable[[OrderResult], None] | None) -> None:
-        self.session = session
+        super().__init__(session)
         self.orders: dict[str, _Order] = {}
         self.on_result = on_result
         self.done = 0
         self.fills = 0
         self.duplicates = 0
         self.unknown = 0
-
-    def connection_made(self, now: float) -> list[Action]:
-        return self.session.connection_made(now)
-
-    def logon(self, now: float, reset: bool = False) -> list[Action]:
-        return self.session.logon(now, reset)
-
-    def logout(self, now: float, text: str = "") -> list[Action]:
-        return self.session.logout(now, text)
-
-    def connection_lost(self, now: float) -> list[Action]:
-        return self.session.connection_lost(now)
-
-    def tick(self, now: float) -> list[Action]:
-        return self.session.tick(now)
-
-    def next_deadline(self) -> float | None:
-        return self.session.next_deadline()
 
     def receive_many(self, messages: Iterable[bytes], now: float) -> list[Action]:
         actions = self.session.receive_many(messages, now)

@@ -80,6 +80,7 @@ __all__ = [
     "Role",
     "Send",
     "Session",
+    "SessionApplication",
     "SessionConfig",
     "SessionEvent",
     "State",
@@ -1042,3 +1043,33 @@ def _seq_of(msg: FixMessage) -> int:
 def _msg_type_of(data: bytes) -> bytes:
     start = data.find(b"\x0135=") + 4
     return data[start : data.find(SOH, start)]
+
+
+class SessionApplication:
+    """An application on top of a :class:`Session`: every call goes straight to the session
+    unless a subclass adds its part (the counterparty answers orders, the client books fills).
+    This is what the network runner drives."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def connection_made(self, now: float) -> list[Action]:
+        return self.session.connection_made(now)
+
+    def logon(self, now: float, reset: bool = False) -> list[Action]:
+        return self.session.logon(now, reset)
+
+    def logout(self, now: float, text: str = "") -> list[Action]:
+        return self.session.logout(now, text)
+
+    def connection_lost(self, now: float) -> list[Action]:
+        return self.session.connection_lost(now)
+
+    def receive_many(self, messages: Iterable[bytes], now: float) -> list[Action]:
+        return self.session.receive_many(messages, now)
+
+    def tick(self, now: float) -> list[Action]:
+        return self.session.tick(now)
+
+    def next_deadline(self) -> float | None:
+        return self.session.next_deadline()

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from typing import Final
 
-from fixsecure.counterparty.engine import Action, Deliver, Session
+from fixsecure.counterparty.engine import Action, Deliver, Session, SessionApplication
 from fixsecure.counterparty.fields import (
     FIX42,
     FieldValue,
@@ -484,7 +484,7 @@ def _base36(number: int) -> str:
     return "".join(reversed(out))
 
 
-class Counterparty:
+class Counterparty(SessionApplication):
     """A :class:`Session` whose application is an :class:`OrderSimulator`: the test counterparty.
 
     Same inputs as the session; every :class:`Deliver` is answered here (the replies follow it in
@@ -494,20 +494,8 @@ class Counterparty:
     """
 
     def __init__(self, session: Session, simulator: OrderSimulator) -> None:
-        self.session = session
+        super().__init__(session)
         self.simulator = simulator
-
-    def connection_made(self, now: float) -> list[Action]:
-        return self.session.connection_made(now)
-
-    def logon(self, now: float, reset: bool = False) -> list[Action]:
-        return self.session.logon(now, reset)
-
-    def logout(self, now: float, text: str = "") -> list[Action]:
-        return self.session.logout(now, text)
-
-    def connection_lost(self, now: float) -> list[Action]:
-        return self.session.connection_lost(now)
 
     def receive(self, data: bytes, now: float) -> list[Action]:
         return self.receive_many((data,), now)
