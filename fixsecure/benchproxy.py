@@ -138,6 +138,11 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
         return [int(sock.getsockname()[1]) for sock in socks]
 
 
+def free_port(host: str = LOOPBACK) -> int:
+    """One port the kernel just handed out."""
+    return free_ports(1, host)[0]
+
+
 # --- processes ---------------------------------------------------------------------------------
 
 

@@ -1,13 +1,16 @@
-"""Shared helpers for the core tests: a fixed clock, messages, and established session pairs."""
+"""Shared helpers for the core tests: a fixed clock, messages, established session pairs, a
+bounded event loop and a Diffie-Hellman counter."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import pytest
 
 from fixsecure.memory import SessionPair, fix_message, format_timestamp, session_pair
+from fixsecure.noise import P256, X25519, KeyPair
 from fixsecure.session import ConnectionFailed, Event, MessageReceived, Session
 from fixsecure.suites import SUITES
 
@@ -78,3 +81,26 @@ def suite(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def pair(suite: str) -> SessionPair:
     return establish(new_pair(suite))
+
+
+def run(coro: Awaitable[None], timeout: float = 60) -> None:
+    """Run ``coro`` on a fresh event loop, cancelled after ``timeout`` seconds."""
+    asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture
+def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Counts every Diffie-Hellman operation in this process (both curves), to prove that cheap
+    checks come before the expensive ones."""
+    calls: list[str] = []
+    for cls in (X25519, P256):
+        original = cls.dh
+
+        def counting(
+            self: object, keypair: KeyPair, public: bytes, _o: Callable[..., bytes] = original
+        ) -> bytes:
+            calls.append(type(self).__name__)
+            return _o(self, keypair, public)
+
+        monkeypatch.setattr(cls, "dh", counting)
+    return calls

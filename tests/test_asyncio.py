@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from conftest import STAMP, clock, logon, order
+from conftest import STAMP, clock, logon, order, run
 
 from fixsecure.admission import Admission
 from fixsecure.asyncio import FixConnection, connect, serve
@@ -16,10 +16,6 @@ from fixsecure.errors import ConnectionEnded, LocalProtocolError
 from fixsecure.memory import SessionPair, fix_message, session_pair
 
 Handler = Callable[[FixConnection], Awaitable[None]]
-
-
-def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
 
 
 @asynccontextmanager
@@ -84,7 +80,7 @@ def test_a_session_over_loopback_is_byte_exact_and_ends_cleanly() -> None:
             assert conn.messages_in == 52
             await conn.close()
 
-    run(main())
+    run(main(), 30)
 
 
 def test_a_dropped_connection_is_reported_as_abnormal() -> None:
@@ -105,7 +101,7 @@ def test_a_dropped_connection_is_reported_as_abnormal() -> None:
             assert not ended.value.clean
             assert "without a Logout" in ended.value.reason
 
-    run(main())
+    run(main(), 30)
 
 
 def test_silent_clients_time_out_and_release_their_half_open_slot() -> None:
@@ -130,7 +126,7 @@ def test_silent_clients_time_out_and_release_their_half_open_slot() -> None:
             silent_writer.close()
         assert called == []
 
-    run(main())
+    run(main(), 30)
 
 
 def test_per_source_rate_limit_refuses_before_reading() -> None:
@@ -150,7 +146,7 @@ def test_per_source_rate_limit_refuses_before_reading() -> None:
             for writer in results:
                 writer.close()
 
-    run(main())
+    run(main(), 30)
 
 
 def test_a_replayed_logon_never_reaches_the_handler() -> None:
@@ -178,7 +174,7 @@ def test_a_replayed_logon_never_reaches_the_handler() -> None:
             writer.close()
         assert handled == [logon()]
 
-    run(main())
+    run(main(), 30)
 
 
 def test_send_waits_while_the_peer_does_not_read() -> None:
@@ -211,7 +207,7 @@ def test_send_waits_while_the_peer_does_not_read() -> None:
             await conn.send(fix_message(b"5", 3, b"BANK", b"VENUE", sending_time=STAMP))
             await conn.close()
 
-    run(main())
+    run(main(), 30)
 
 
 def test_iterating_a_connection_stops_at_the_end() -> None:
@@ -231,7 +227,7 @@ def test_iterating_a_connection_stops_at_the_end() -> None:
             assert c.ended is not None
             assert c.ended.clean
 
-    run(main())
+    run(main(), 30)
 
 
 def test_initiator_handshake_timeout() -> None:
@@ -253,7 +249,7 @@ def test_initiator_handshake_timeout() -> None:
         srv.close()
         await srv.wait_closed()
 
-    run(main())
+    run(main(), 30)
 
 
 def test_the_acceptor_handshake_timer_covers_waiting_for_the_engine_reply() -> None:
@@ -277,7 +273,7 @@ def test_the_acceptor_handshake_timer_covers_waiting_for_the_engine_reply() -> N
             assert asyncio.get_running_loop().time() - started < 2
             assert not ended.value.clean
 
-    run(main())
+    run(main(), 30)
 
 
 def test_send_batch_writes_what_it_protected_before_a_refused_message() -> None:
@@ -304,4 +300,4 @@ def test_send_batch_writes_what_it_protected_before_a_refused_message() -> None:
             assert conn.messages_out == 3  # the Logon and the two orders written
             await conn.close()
 
-    run(main())
+    run(main(), 30)

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from fixsecure import wire
 from fixsecure.errors import ConfigError, LimitExceeded
 from fixsecure.memory import SessionPair, fix_message, format_timestamp
-from fixsecure.noise import DH_FUNCTIONS, P256, X25519, HandshakeState, KeyPair
+from fixsecure.noise import DH_FUNCTIONS, HandshakeState, KeyPair
 from fixsecure.replay import FileReplayStore, MemoryReplayStore
 from fixsecure.session import (
     MAX_BYTES,
@@ -46,23 +46,6 @@ from fixsecure.state import State
 from fixsecure.suites import SUITES
 
 ACCEPTOR_ID = SessionID("FIX.4.4", "VENUE", "BANK")
-
-
-@pytest.fixture
-def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts every Diffie-Hellman operation, to prove that cheap checks come first."""
-    calls: list[str] = []
-    for cls in (X25519, P256):
-        original = cls.dh
-
-        def counting(
-            self: object, keypair: KeyPair, public: bytes, _o: Callable = original
-        ) -> bytes:
-            calls.append(type(self).__name__)
-            return _o(self, keypair, public)  # type: ignore[no-any-return]
-
-        monkeypatch.setattr(cls, "dh", counting)
-    return calls
 
 
 def rejected(session: Session, data: bytes) -> list[Event]:

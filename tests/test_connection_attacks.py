@@ -14,23 +14,23 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from conftest import run
 
 from fixsecure import endpoint as endpoint_module
 from fixsecure.admission import Admission
+from fixsecure.benchproxy import free_ports
 from fixsecure.counterparty.client import OrderClient, OrderResult
 from fixsecure.counterparty.orders import FILLED, Order
 from fixsecure.counterparty.runner import CounterpartyRunner, SessionDriver, SessionStatus
 from fixsecure.keys import write_keypair
 from fixsecure.memory import fix_message, format_timestamp
-from fixsecure.noise import P256, X25519, KeyPair
 from fixsecure.sessionid import SessionID
 from fixsecure.suites import DEFAULT_SUITE
 
@@ -48,38 +48,6 @@ def _no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
-
-
-@pytest.fixture
-def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts every Diffie-Hellman operation in this process (both curves)."""
-    calls: list[str] = []
-    for cls in (X25519, P256):
-        original = cls.dh
-
-        def counting(
-            self: object, keypair: KeyPair, public: bytes, _o: Callable[..., bytes] = original
-        ) -> bytes:
-            calls.append(type(self).__name__)
-            return _o(self, keypair, public)
-
-        monkeypatch.setattr(cls, "dh", counting)
-    return calls
-
-
-def run(coro: Awaitable[None], timeout: float = 60) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 # --- settings ------------------------------------------------------------------------------------

@@ -7,15 +7,16 @@ The same proxy against the real QuickFIX engine, as separate processes, is in te
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import run
 
+from fixsecure.benchproxy import free_port
 from fixsecure.endpoint import session_config
 from fixsecure.errors import ConfigError
 from fixsecure.framing import Framer
@@ -24,13 +25,6 @@ from fixsecure.memory import fix_message, format_timestamp
 from fixsecure.proxy import Proxy
 from fixsecure.session import Session
 from fixsecure.settings import load_settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def now_stamp() -> bytes:
@@ -170,10 +164,6 @@ async def log_on(
     await venue.send(venue_logon)
     assert await bank.receive() == venue_logon
     return bank, venue
-
-
-def run(coro: Awaitable[None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 60))  # type: ignore[arg-type]
 
 
 def test_two_proxies_forward_byte_exact_and_log_out(tmp_path: Path) -> None:

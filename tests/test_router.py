@@ -17,7 +17,6 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
-import socket
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Iterator
@@ -36,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from fixsecure.asyncio import FixConnection
+from fixsecure.benchproxy import free_ports
 from fixsecure.counterparty.client import OrderClient, OrderResult
 from fixsecure.counterparty.runner import CounterpartyRunner
 from fixsecure.keys import PeerKey, StaticKey, write_keypair
@@ -131,17 +131,6 @@ def run(coro: Awaitable[None], timeout: float = 60) -> None:
             await coro
 
     asyncio.run(bounded())
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind((LOOPBACK, 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def sid(sender: str, target: str) -> SessionID:

@@ -11,15 +11,16 @@ import asyncio
 import logging
 import math
 import signal
-import socket
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import run
 
+from fixsecure.benchproxy import free_port
 from fixsecure.cli import main
 from fixsecure.counterparty.client import OrderClient, OrderResult
 from fixsecure.counterparty.fields import MsgType, OutboundMessage, Tag, format_utc_timestamp
@@ -47,17 +48,6 @@ def _no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     yield
     errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
-
-
-def run(coro: Awaitable[None], timeout: float = 60) -> None:
-    asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def make_keys(directory: Path) -> None:

@@ -53,6 +53,7 @@ from typing import Any, Protocol, TypeVar
 from fixsecure.benchproxy import (
     Address,
     ManagedProcess,
+    free_port,
     free_ports,
     stunnel_binary,
     stunnel_config,
@@ -104,10 +105,6 @@ def wait_until(
 
 
 # --- ports and settings ------------------------------------------------------------------------
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    return free_ports(1, host)[0]
 
 
 def write_settings(
