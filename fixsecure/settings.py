@@ -1023,15 +1023,15 @@ def check_settings(path: str | Path) -> list[CheckResult]:
         if session.connection_type == "acceptor" and port is not None:
             engine_listeners.append((session, session.get("SocketAcceptHost", ""), port))
     suite_of_key: dict[str, tuple[str, str]] = {}
-    proxy_listeners: dict[tuple[str, int], list[SessionSettings]] = {}
+    first_on: dict[tuple[str, int], SessionSettings] = {}  # each proxy listener's first session
     for index, session in valid.items():
         try:
             verdicts[index] = (True, _check_session(session, engine_listeners, suite_of_key))
             if session.connection_type == "acceptor" and session.secure.accept_port is not None:
                 address = (session.secure.accept_host, session.secure.accept_port)
-                group = proxy_listeners.setdefault(address, [])
-                group.append(session)
-                check_listener(group, f"{address[0]}:{address[1]}")
+                first = first_on.setdefault(address, session)
+                if first is not session:
+                    check_listener([first, session], f"{address[0]}:{address[1]}")
         except ConfigError as exc:
             verdicts[index] = (False, str(exc))
 
@@ -1066,8 +1066,8 @@ LISTENER_KEYS: Final = (
 
 
 def check_listener(sessions: Sequence[SessionSettings], address: str) -> None:
-    """Refuse the last of ``sessions`` (sharing one listening ``address``) if it disagrees with
-    the first on a listener setting; the error names its file, section and key."""
+    """Refuse the first of ``sessions`` (sharing one listening ``address``) that disagrees with
+    ``sessions[0]`` on a listener setting; the error names its file, section and key."""
     first = sessions[0]
     for other in sessions[1:]:
         for key, field in LISTENER_KEYS:

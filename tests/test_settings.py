@@ -1003,7 +1003,7 @@ def test_cli_keygen_bad_name_and_suite(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_check_refuses_sessions_disagreeing_on_a_shared_listener(tmp_path: Path) -> None:
-    for name in ("venue", "bank", "broker"):
+    for name in ("venue", "bank", "broker", "desk"):
         write_keypair(name, "Noise_KK_25519_AESGCM_SHA256", tmp_path)
     config = tmp_path / "shared.cfg"
     config.write_text(
@@ -1013,12 +1013,14 @@ def test_check_refuses_sessions_disagreeing_on_a_shared_listener(tmp_path: Path)
         "[SESSION]\nTargetCompID=BANK\nFixSecurePeerPublicKeyFile=bank.pub\n"
         "[SESSION]\nTargetCompID=BROKER\nFixSecurePeerPublicKeyFile=broker.pub\n"
         "FixSecureLogonRatePerSession=99\n"
+        "[SESSION]\nTargetCompID=DESK\nFixSecurePeerPublicKeyFile=desk.pub\n"
     )
-    first, second = check_settings(config)
+    first, second, third = check_settings(config)
     assert first.ok
     assert not second.ok
     assert "FixSecureLogonRatePerSession: is 99 but 12" in second.message
     assert "one listener has one value" in second.message
+    assert third.ok, third.message  # agrees with the first; the second's mistake is not its own
 
 
 @pytest.mark.parametrize(
