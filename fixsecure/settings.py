@@ -709,8 +709,7 @@ def _secure(reader: _Reader, connection_type: str) -> SecureSettings:
                 raise reader.error(setting, _INITIATOR_ONE_KEY.format(count=len(files)))
 
     state_path = reader.get_path("FixSecureStatePath")
-    has_keys = bool(reader.get("FixSecurePrivateKeyFile"))
-    if connection_type == "acceptor" and (required or has_keys) and state_path is None:
+    if connection_type == "acceptor" and (required or private) and state_path is None:
         raise reader.error(
             "FixSecureStatePath",
             "is required for an acceptor session that accepts encrypted Logons: it names the "
@@ -781,13 +780,17 @@ def _float(
     return value
 
 
-def _build_session(parsed: _Parsed, section: _Section) -> SessionSettings:
+def _section_reader(parsed: _Parsed, section: _Section) -> _Reader:
+    """A reader over ``section`` merged onto ``[DEFAULT]`` (whose entries are marked inherited)."""
     entries: dict[str, _Entry] = {}
     if parsed.default is not None:
         entries = {k: e._replace(inherited=True) for k, e in parsed.default.entries.items()}
     entries.update(section.entries)
-    values = SectionValues._of(entries.values())
-    reader = _Reader(parsed.path, section.label, values, parsed.base)
+    return _Reader(parsed.path, section.label, SectionValues._of(entries.values()), parsed.base)
+
+
+def _build_session(parsed: _Parsed, section: _Section) -> SessionSettings:
+    reader = _section_reader(parsed, section)
     session_id = _session_id(reader)
     connection_type = _connection_type(reader)
     for engine_port in ("SocketConnectPort", "SocketAcceptPort"):
@@ -799,7 +802,7 @@ def _build_session(parsed: _Parsed, section: _Section) -> SessionSettings:
         line=section.line,
         session_id=session_id,
         connection_type=connection_type,
-        values=values,
+        values=reader.values,
         secure=secure,
     )
 
@@ -1046,11 +1049,8 @@ def check_settings(path: str | Path) -> list[CheckResult]:
 
 def _try_session_id(parsed: _Parsed, section: _Section) -> SessionID | None:
     """The ID of a session that failed validation, when its ID keys at least are sound."""
-    entries: dict[str, _Entry] = dict(parsed.default.entries) if parsed.default else {}
-    entries.update(section.entries)
-    reader = _Reader(parsed.path, section.label, SectionValues._of(entries.values()), parsed.base)
     try:
-        return _session_id(reader)
+        return _session_id(_section_reader(parsed, section))
     except ConfigError:
         return None
 
