@@ -104,8 +104,8 @@ class _Order:
 
 
 class _OrderFlow(SessionApplication):
-    """The client's :class:`~fixsecure.counterparty.runner.Application`: the session plus a book
-    that matches each delivered ExecutionReport to its order."""
+    """The client's session application: the session plus a book that matches each delivered
+    ExecutionReport to its order."""
 
     def __init__(self, session: Session, on_result: Callable[[OrderResult], None] | None) -> None:
         super().__init__(session)

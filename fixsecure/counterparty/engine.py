@@ -1047,8 +1047,8 @@ def _msg_type_of(data: bytes) -> bytes:
 
 class SessionApplication:
     """An application on top of a :class:`Session`: every call goes straight to the session
-    unless a subclass adds its part (the counterparty answers orders, the client books fills).
-    This is what the network runner drives."""
+    unless a subclass adds its part (the counterparty answers orders and starts a new book on a
+    reset, the client books fills). This is what the network runner drives."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -1064,6 +1064,9 @@ class SessionApplication:
 
     def connection_lost(self, now: float) -> list[Action]:
         return self.session.connection_lost(now)
+
+    def reset(self, now: float) -> list[Action]:
+        return self.session.reset(now)
 
     def receive_many(self, messages: Iterable[bytes], now: float) -> list[Action]:
         return self.session.receive_many(messages, now)

@@ -497,6 +497,12 @@ class Counterparty(SessionApplication):
         super().__init__(session)
         self.simulator = simulator
 
+    def reset(self, now: float) -> list[Action]:
+        """Reset the session, then start an empty book: a new session period trades afresh."""
+        actions = self.session.reset(now)
+        self.simulator = OrderSimulator(self.simulator.config, start_time=now)
+        return actions
+
     def receive(self, data: bytes, now: float) -> list[Action]:
         return self.receive_many((data,), now)
 

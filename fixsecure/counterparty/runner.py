@@ -72,7 +72,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple
 
 from fixsecure.admission import Admission
 from fixsecure.asyncio import FixConnection, connect, describe_error, serve
@@ -85,6 +85,7 @@ from fixsecure.counterparty.engine import (
     Role,
     Send,
     Session,
+    SessionApplication,
     SessionConfig,
     SessionEvent,
     State,
@@ -106,7 +107,6 @@ from fixsecure.sessionid import SessionID
 from fixsecure.settings import SessionSettings, check_listener, load_settings
 
 __all__ = [
-    "Application",
     "CounterpartyRunner",
     "CounterpartySession",
     "Schedule",
@@ -410,26 +410,6 @@ def _time_of_day(settings: SessionSettings, key: str, text: str) -> int:
 # --- one session over successive connections ----------------------------------------------------
 
 
-class Application(Protocol):
-    """What drives a session: :class:`Counterparty`, or the order client's order flow."""
-
-    session: Session
-
-    def connection_made(self, now: float) -> list[Action]: ...
-
-    def logon(self, now: float, reset: bool = False) -> list[Action]: ...
-
-    def logout(self, now: float, text: str = "") -> list[Action]: ...
-
-    def connection_lost(self, now: float) -> list[Action]: ...
-
-    def receive_many(self, messages: Iterable[bytes], now: float) -> list[Action]: ...
-
-    def tick(self, now: float) -> list[Action]: ...
-
-    def next_deadline(self) -> float | None: ...
-
-
 @dataclass(frozen=True, slots=True)
 class SessionStatus:
     """A snapshot of one session: state, how it last ended, and counters since start.
@@ -488,11 +468,10 @@ class SessionDriver:
     def __init__(
         self,
         config: CounterpartySession,
-        app: Application,
+        app: SessionApplication,
         *,
         secure: SecureConfig | None = None,
         clock: Clock = time.time,
-        on_reset: Callable[[float], None] | None = None,
         reset_first_logon: bool = False,
         observer: Observer | None = None,
     ) -> None:
@@ -503,7 +482,6 @@ class SessionDriver:
         self.secure = secure
         self.name = str(config.session_id)
         self._clock = clock
-        self._on_reset = on_reset
         self._reset_next_logon = reset_first_logon
         self._conn: FixConnection | None = None
         self._changed: asyncio.Event | None = None
@@ -563,9 +541,7 @@ class SessionDriver:
         store = self.session.store
         if store.creation_time < start and self.session.state is State.DISCONNECTED:
             log.info("%s: new session window (%s): resetting the session", self.name, schedule)
-            self._log_only(self.session.reset(now))
-            if self._on_reset is not None:
-                self._on_reset(now)
+            self._log_only(self.app.reset(now))
         return True
 
     # --- local requests -------------------------------------------------------------------
@@ -1039,17 +1015,11 @@ class CounterpartyRunner:
         except BaseException:
             store.close()
             raise
-        counterparty = Counterparty(session, simulator)
-
-        def new_book(when: float) -> None:
-            counterparty.simulator = OrderSimulator(config.simulator, start_time=when)
-
         driver = SessionDriver(
             config,
-            counterparty,
+            Counterparty(session, simulator),
             secure=secure,
             clock=self._clock,
-            on_reset=new_book,
             observer=self._observer,
         )
         log.info(

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fixsecure.counterparty.engine import Deliver, Role, Send, Session, SessionConfig
+from fixsecure.counterparty.engine import Deliver, Role, Send, Session, SessionConfig, SessionEvent
 from fixsecure.counterparty.fields import FixMessage, OutboundMessage, parse
 from fixsecure.counterparty.orders import Counterparty, OrderSimulator, SimulatorConfig
 from fixsecure.counterparty.store import FileStore, MemoryStore
@@ -410,6 +410,23 @@ def test_counterparty_receive_many_answers_a_whole_read(tmp_path: Path) -> None:
     assert [fields(m)[11] for m in sent(actions)] == [f"o{n // 2}" for n in range(10)]
     assert cp.session.next_target_seq == 7
     store.close()
+
+
+def test_counterparty_reset_starts_a_new_session_and_an_empty_book() -> None:
+    initiator, cp = counterparty(fill_parts=2, fill_interval=5)
+    (d,) = send_order(initiator, "o1")
+    cp.receive(d.data, T0)
+    old = cp.simulator
+    assert len(old.orders) == 1
+    cp.connection_lost(T0 + 1)
+    assert [a.text for a in cp.reset(T0 + 60) if isinstance(a, SessionEvent)] == [
+        "Session reset: sequence numbers back to 1"
+    ]
+    assert (cp.session.next_sender_seq, cp.session.next_target_seq) == (1, 1)
+    assert cp.simulator is not old
+    assert cp.simulator.config is old.config
+    assert not cp.simulator.orders
+    assert cp.simulator.next_deadline() is None  # the old book's timed fill is gone with it
 
 
 def test_counterparty_restart_never_fills_twice(tmp_path: Path) -> None:
