@@ -42,6 +42,7 @@ from fixsecure.counterparty.runner import (
     Observer,
     SessionDriver,
     SessionStatus,
+    cancel_tasks,
     counterparty_session,
 )
 from fixsecure.counterparty.store import MemoryStore, MessageStore
@@ -308,11 +309,7 @@ class OrderClient:
         if self._driver.connected:
             await self.logout()
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait((self._task,), timeout=5.0)
-            if self._task.done() and not self._task.cancelled():
-                self._task.exception()  # run_initiator logs its own failures
+        await cancel_tasks(self._task)  # run_initiator logs its own failures
         for order in self._flow.orders.values():
             if not order.future.done():
                 order.future.cancel()

@@ -711,7 +711,7 @@ class SessionDriver:
         except OSError as exc:
             log.error("%s: message store failed, closing the connection: %s", self.name, exc)
         finally:
-            await _cancel(read, wake)
+            await cancel_tasks(read, wake)
             await _close(conn)
             self._conn = None
             self._connection_ended(conn)
@@ -875,7 +875,9 @@ async def _close(conn: FixConnection) -> None:
             await conn.close()
 
 
-async def _cancel(*futures: asyncio.Future[Any] | None) -> None:
+async def cancel_tasks(*futures: asyncio.Future[Any] | None) -> None:
+    """Cancel ``futures`` (``None`` skipped) and give them a grace period to clean up; a
+    failure they ended with is retrieved, since its task has reported it already."""
     pending = [f for f in futures if f is not None]
     for future in pending:
         future.cancel()
