@@ -251,6 +251,11 @@ class SessionConfig:
         if self.test_request_delay <= 0 or self.max_queued_messages <= 0:
             raise ValueError("test_request_delay and max_queued_messages must be positive")
 
+    @property
+    def resets_sequence_numbers(self) -> bool:
+        """Whether any ``reset_on_*`` is set: sequence numbers start over at some point."""
+        return self.reset_on_logon or self.reset_on_logout or self.reset_on_disconnect
+
 
 # --- the session -------------------------------------------------------------------------------
 
@@ -370,14 +375,12 @@ class Session:
         if reset or config.reset_on_logon:
             self.store.reset(now)
         send_reset = reset or (
-            (config.reset_on_logon or config.reset_on_logout or config.reset_on_disconnect)
+            config.resets_sequence_numbers
             and self.store.next_sender_seq == 1
             and self.store.next_target_seq == 1
         )
         self._sent_reset = send_reset
         self._logon_sent_at = now
-        self._last_received = now
-        self._test_requests = 0
         self._send_logon(now, reset=send_reset, next_expected=self.store.next_target_seq)
         self._event("Initiated logon request")
         return self._end_call()
@@ -421,13 +424,11 @@ class Session:
             raise LocalProtocolError(str(exc)) from None
         if self._state in _LOGGED_ON:
             self._emit(message.msg_type, body, header)
+        elif self.config.resets_sequence_numbers:
+            self._event("Not logged on: application message dropped (reset pending)", "warning")
         else:
-            config = self.config
-            if config.reset_on_logon or config.reset_on_logout or config.reset_on_disconnect:
-                self._event("Not logged on: application message dropped (reset pending)", "warning")
-            else:
-                self._emit(message.msg_type, body, header, transmit=False)
-                self._event("Not logged on: application message stored for resend", "warning")
+            self._emit(message.msg_type, body, header, transmit=False)
+            self._event("Not logged on: application message stored for resend", "warning")
         return self._end_call()
 
     def logout(self, now: float, text: str = "") -> list[Action]:
