@@ -210,15 +210,19 @@ class CounterpartySession:
     def handshake_timeout(self) -> float:
         return self.settings.secure.handshake_timeout
 
+    @property
+    def store_file_name(self) -> str:
+        """The name of the session's files under FileStorePath (QuickFIX style, made safe)."""
+        engine, qualifier = self.engine, self.session_id.qualifier
+        target = f"{engine.target_comp_id}-{qualifier}" if qualifier else engine.target_comp_id
+        return store_name(engine.begin_string, engine.sender_comp_id, target)
+
     def open_store(self, now: float) -> MessageStore:
         """The session's message store: a :class:`FileStore` under FileStorePath, else memory."""
         if self.store_path is None:
             return MemoryStore(now)
-        engine, qualifier = self.engine, self.session_id.qualifier
-        target = f"{engine.target_comp_id}-{qualifier}" if qualifier else engine.target_comp_id
-        name = store_name(engine.begin_string, engine.sender_comp_id, target)
         try:
-            return FileStore.open(self.store_path, name, now, fsync=self.fsync)
+            return FileStore.open(self.store_path, self.store_file_name, now, fsync=self.fsync)
         except ConfigError as exc:  # in use by another process, not a message store
             raise self.settings.error("FileStorePath", str(exc)) from None
         except OSError as exc:
@@ -319,19 +323,11 @@ def load_counterparty_sessions(path: Path | str) -> tuple[CounterpartySession, .
     settings = load_settings(path)
     sessions = tuple(counterparty_session(s) for s in settings.sessions)
     _check_shared_listeners(sessions)
-    stores: dict[tuple[Path, str, str, str, str], CounterpartySession] = {}
+    stores: dict[tuple[Path, str], CounterpartySession] = {}
     for session in sessions:
         if session.store_path is None:
             continue
-        engine, sid = session.engine, session.session_id
-        key = (
-            session.store_path,
-            engine.begin_string,
-            engine.sender_comp_id,
-            engine.target_comp_id,
-            sid.qualifier,
-        )
-        earlier = stores.setdefault(key, session)
+        earlier = stores.setdefault((session.store_path, session.store_file_name), session)
         if earlier is not session:
             raise session.settings.error(
                 "FileStorePath",

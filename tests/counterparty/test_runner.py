@@ -335,6 +335,31 @@ def test_settings_refuse_what_the_counterparty_cannot_run(tmp_path: Path) -> Non
         load_counterparty_sessions(path)
 
 
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("TargetCompID=X\nSessionQualifier=Y", "TargetCompID=X-Y"),  # FIX.4.4-CPTY-X-Y twice
+        ("TargetCompID=X/Y", "TargetCompID=X_Y"),  # unsafe characters become _
+    ],
+)
+def test_sessions_whose_store_files_would_collide_are_refused(
+    tmp_path: Path, first: str, second: str
+) -> None:
+    path = acceptor_cfg(
+        tmp_path,
+        9999,
+        sessions=f"[SESSION]\n{first}\nFixSecureRequired=N\n"
+        f"[SESSION]\n{second}\nFixSecureRequired=N\nSocketAcceptPort=9998\n",
+    )
+    with pytest.raises(ConfigError, match="keeps the same session's store there") as caught:
+        load_counterparty_sessions(path)
+    assert caught.value.key == "FileStorePath"
+    assert caught.value.section is not None
+    assert caught.value.section.startswith("[SESSION] #2")
+    path.write_text(path.read_text().replace(f"{second}\n", f"{second}\nFileStorePath=other\n"))
+    assert len(load_counterparty_sessions(path)) == 2  # another directory: no collision
+
+
 def test_sessions_sharing_a_listener_agree_on_its_settings(tmp_path: Path) -> None:
     make_keys(tmp_path)
     path = acceptor_cfg(
