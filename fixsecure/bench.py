@@ -31,29 +31,32 @@ from fixsecure import wire
 from fixsecure.memory import fix_message, order_fields, session_pair
 from fixsecure.suites import DEFAULT_SUITE
 
-__all__ = ["CoreResult", "new_order_single", "run_core"]
+__all__ = ["CoreResult", "new_order_single", "run_core", "sized"]
+
+
+def sized(build: Callable[[bytes], bytes], size: int) -> bytes:
+    """``build(padding)`` padded to exactly ``size`` bytes; ValueError where no padding can (too
+    small, or BodyLength gaining a digit exactly there, as at 1023 bytes)."""
+    base = len(build(b""))
+    if size < base:
+        raise ValueError(f"the message is at least {base} bytes")
+    message = build(b"0" * (size - base))
+    # BodyLength can gain a digit as the message grows; settle it.
+    message = build(b"0" * (size - base - (len(message) - size)))
+    if len(message) != size:
+        raise ValueError(f"cannot build a {size}-byte message")
+    return message
 
 
 def new_order_single(seq: int = 2, size: int = 200) -> bytes:
     """A NewOrderSingle of exactly ``size`` bytes (padded in ClOrdID), QuickFIX header order."""
     stamp = b"20261125-16:00:00.000"
-
-    def build(pad: int) -> bytes:
-        return fix_message(
-            b"D",
-            seq,
-            b"BANK",
-            b"VENUE",
-            order_fields(b"ORD" + b"0" * pad, stamp),
-            sending_time=stamp,
-        )
-
-    base = len(build(1))
-    if size < base:
-        raise ValueError(f"a NewOrderSingle is at least {base} bytes")
-    message = build(1 + size - base)
-    # BodyLength can gain a digit as the message grows; settle it.
-    return message if len(message) == size else build(1 + size - base - (len(message) - size))
+    return sized(
+        lambda pad: fix_message(
+            b"D", seq, b"BANK", b"VENUE", order_fields(b"ORD0" + pad, stamp), sending_time=stamp
+        ),
+        size,
+    )
 
 
 @dataclass(frozen=True)

@@ -67,12 +67,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
-from fixsecure.bench import new_order_single
+from fixsecure.asyncio import READ_SIZE  # the relay reads like the proxy
+from fixsecure.bench import new_order_single, sized
 from fixsecure.framing import Framer
 from fixsecure.memory import fix_message, format_timestamp
 from fixsecure.suites import DEFAULT_SUITE
@@ -111,7 +112,6 @@ READY_LINES: Final = {
 }
 _BATCH: Final = 256 * 1024
 _READ: Final = 1 << 20
-_RELAY_READ: Final = 1 << 16  # fixsecure.asyncio.READ_SIZE: the relay moves bytes like the proxy
 _MAX_ROUND_TRIPS: Final = 2000
 
 T = TypeVar("T")
@@ -167,7 +167,6 @@ class ManagedProcess:
         self, name: str, argv: Sequence[str], workdir: Path, env: Mapping[str, str]
     ) -> None:
         self.name = name
-        self.workdir = workdir
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         self.argv = list(argv)
@@ -403,7 +402,7 @@ def stunnel_config(
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while data := await reader.read(_RELAY_READ):
+    while data := await reader.read(READ_SIZE):
         writer.write(data)
         await writer.drain()
     if writer.can_write_eof() and not writer.transport.is_closing():
@@ -415,7 +414,7 @@ async def run_relay(upstream: Address) -> None:
 
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            up_reader, up_writer = await asyncio.open_connection(*upstream, limit=_RELAY_READ)
+            up_reader, up_writer = await asyncio.open_connection(*upstream, limit=READ_SIZE)
         except OSError:
             writer.close()
             return
@@ -431,7 +430,7 @@ async def run_relay(upstream: Address) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = await asyncio.start_server(relay, LOOPBACK, 0, limit=_RELAY_READ)
+    server = await asyncio.start_server(relay, LOOPBACK, 0, limit=READ_SIZE)
     port = server.sockets[0].getsockname()[1]
     print(f"{READY_LINES['relay']}{LOOPBACK}:{port}", file=sys.stderr, flush=True)
     async with server:
@@ -441,23 +440,10 @@ async def run_relay(upstream: Address) -> None:
 # --- engines -----------------------------------------------------------------------------------
 
 
-def _sized(build: Callable[[bytes], bytes], size: int) -> bytes:
-    """``build(padding)`` padded to exactly ``size`` bytes."""
-    base = len(build(b""))
-    if size < base:
-        raise ValueError(f"the message is at least {base} bytes")
-    message = build(b"0" * (size - base))
-    # BodyLength can gain a digit as the message grows; settle it.
-    message = build(b"0" * (size - base - (len(message) - size)))
-    if len(message) != size:
-        raise ValueError(f"cannot build a {size}-byte message")
-    return message
-
-
 def execution_report(size: int = MESSAGE_BYTES) -> bytes:
     """The server engine's reply in the ping-pong: a VENUE→BANK ExecutionReport of ``size``."""
     stamp = b"20261125-16:00:00.000"
-    return _sized(
+    return sized(
         lambda pad: fix_message(
             b"8",
             2,
