@@ -52,7 +52,6 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import sys
 import tempfile
 import time
@@ -62,7 +61,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fixsecure.asyncio import FixConnection, connect
-from fixsecure.benchproxy import ManagedProcess, logon
+from fixsecure.benchproxy import ManagedProcess, free_ports, logon
 from fixsecure.endpoint import session_config
 from fixsecure.framing import Framer, iter_fields
 from fixsecure.keys import write_keypair
@@ -121,14 +120,6 @@ def raise_fd_limit(needed: int) -> tuple[int, int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
         soft = needed
     return soft, hard
-
-
-def free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in socks:
-            sock.bind((LOOPBACK, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def write_settings(
