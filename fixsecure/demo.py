@@ -46,7 +46,6 @@ class _Tap:
         self.up = bytearray()
         self.down = bytearray()
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)

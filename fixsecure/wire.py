@@ -367,4 +367,4 @@ def sending_time_ns(value: bytes) -> int:
     if hour > 23 or minute > 59 or second > 60:  # 60: a leap second
         raise WireError(f"SendingTime {value!r} has an invalid time of day")
     seconds = calendar.timegm((year, month, day, hour, minute, second))
-    return seconds * 1_000_000_000 + int(fraction.ljust(9, b"0") or b"0")
+    return seconds * 1_000_000_000 + int(fraction.ljust(9, b"0"))
