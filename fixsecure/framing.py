@@ -188,15 +188,17 @@ class Framer:
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the stream."""
-        self._consumed += self._pos
-        if self._pos >= len(self._buf):
+        buf, pos = self._buf, self._pos
+        self._consumed += pos
+        if pos >= len(buf):
             self._buf = bytes(data)
-        else:
-            rest = bytearray(self._buf[self._pos :]) if self._pos else self._buf
-            if isinstance(rest, bytes):
-                rest = bytearray(rest)
-            rest += data
-            self._buf = rest
+        else:  # keep the unread tail in a bytearray that is never handed out, then append
+            if isinstance(buf, bytes):
+                buf = bytearray(memoryview(buf)[pos:])
+            elif pos:
+                del buf[:pos]
+            buf += data
+            self._buf = buf
         self._pos = 0
 
     def next_message(self) -> bytes | None:
