@@ -73,7 +73,7 @@ _REKEY_MASK: Final = REKEY_INTERVAL - 1
 MAX_MESSAGE_SIZE_LIMIT: Final = 64 << 20  # a configured limit beyond this is a mistake
 _NS: Final = 1_000_000_000
 _HANDSHAKE_FIELDS: Final = [98, wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91]
-_MARKERS: Final = {wire.TAG_PROTOCOL, wire.TAG_SUITE, 90, 91}
+_MARKERS: Final = frozenset(_HANDSHAKE_FIELDS[1:])  # any of these makes it a fixsecure Logon
 
 Clock = Callable[[], int]
 Ephemeral = Callable[[DHFunctions], KeyPair]
