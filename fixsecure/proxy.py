@@ -88,12 +88,6 @@ class ProxyStats:
         return " ".join(f"{name}={value}" for name, value in asdict(self).items())
 
 
-def _listen_error(exc: OSError, host: str, port: int, what: str, settings: SessionSettings) -> str:
-    reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror or exc
-    where = f"{what} of {settings.section} in {settings.path}"
-    return f"cannot listen on {host}:{port} ({where}): {reason}"
-
-
 class Proxy:
     """All listeners and connections of one ``fixsecure proxy -c FILE`` process."""
 
@@ -194,7 +188,8 @@ class Proxy:
         try:
             server = await loop.create_server(factory, host, port, backlog=backlog)
         except OSError as exc:
-            raise ConfigError(_listen_error(exc, host, port, what, settings)) from None
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise settings.error(what, f"cannot listen on {host}:{port}: {reason or exc}") from None
         self._servers.append(server)
 
     async def _start_initiator_listeners(self) -> None:

@@ -320,6 +320,8 @@ def test_startup_errors_name_the_address_and_setting(tmp_path: Path) -> None:
             assert f"127.0.0.1:{topology.network_port}" in text
             assert "FixSecureAcceptPort" in text
             assert "address already in use" in text
+            assert caught.value.key == "FixSecureAcceptPort"
+            assert caught.value.path == topology.venue_cfg
         finally:
             blocker.close()
             await blocker.wait_closed()
