@@ -102,6 +102,7 @@ class Proxy:
         self._directories: list[tuple[AcceptorDirectory, _AcceptorListener]] = []
         self._closing: set[_Link] = set()  # closed links whose sockets may still be flushing
         self._load_initiators(self.settings.initiators())
+        self._check_acceptors(self.settings.acceptors())
         if not self.settings.initiators() and not self.settings.acceptors():
             raise ConfigError("no [SESSION] to proxy", path=self.path)
 
@@ -217,11 +218,9 @@ class Proxy:
         groups: dict[tuple[str, int], list[SessionSettings]] = {}
         for settings in self.settings.acceptors():
             port = settings.secure.accept_port
-            if port is None:
-                raise settings.error("FixSecureAcceptPort", "must be set for the proxy")
+            assert port is not None  # _check_acceptors
             groups.setdefault((settings.secure.accept_host, port), []).append(settings)
         for (host, port), sessions in groups.items():
-            self._check_acceptors(sessions)
             admission = listener_admission(sessions, f"{host}:{port}")
             directory = acceptor_directory(sessions, admit=admission.admit_session)
             first = sessions[0].secure

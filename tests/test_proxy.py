@@ -308,6 +308,20 @@ def test_reload_picks_up_rotated_peer_keys(tmp_path: Path) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("key", ["FixSecureAcceptPort", "SocketAcceptPort"])
+def test_an_acceptor_session_without_a_port_is_refused_naming_it(tmp_path: Path, key: str) -> None:
+    topology = write_topology(tmp_path)
+    text = topology.venue_cfg.read_text()
+    topology.venue_cfg.write_text(
+        "".join(line for line in text.splitlines(True) if not line.startswith(f"{key}="))
+    )
+    with pytest.raises(ConfigError) as caught:
+        Proxy(topology.venue_cfg)
+    assert caught.value.key == key
+    assert caught.value.section is not None
+    assert caught.value.section.startswith("[SESSION] #1")
+
+
 def test_startup_errors_name_the_address_and_setting(tmp_path: Path) -> None:
     topology = write_topology(tmp_path)
 
