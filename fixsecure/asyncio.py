@@ -50,6 +50,7 @@ __all__ = [
     "connect",
     "describe_error",
     "describe_logon",
+    "peer_address",
     "peer_name",
     "serve",
 ]
@@ -71,6 +72,12 @@ def describe_error(exc: BaseException) -> str:
     """An exception as one log-friendly phrase: its class, and its text if it has one."""
     text = str(exc)
     return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
+
+
+def peer_address(writer: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
+    """The host of a connection's peer: the per-source key of the admission limits."""
+    peer = writer.get_extra_info("peername")
+    return peer[0] if isinstance(peer, tuple) else str(peer)
 
 
 def peer_name(writer: asyncio.BaseTransport | asyncio.StreamWriter) -> str:
@@ -315,8 +322,7 @@ async def serve(
     :meth:`~FixConnection.receive` returns that Logon. The connection is closed when it returns."""
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        source = writer.get_extra_info("peername")
-        address = source[0] if isinstance(source, tuple) else str(source)
+        address = peer_address(writer)
         if admission is not None and not admission.open_connection(address):
             log.warning("connection from %s refused by the admission limits", peer_name(writer))
             writer.close()

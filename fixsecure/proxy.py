@@ -36,7 +36,7 @@ from typing import Any, Final, cast
 
 from fixsecure import wire
 from fixsecure.admission import Admission
-from fixsecure.asyncio import describe_error, describe_logon, peer_name
+from fixsecure.asyncio import describe_error, describe_logon, peer_address, peer_name
 from fixsecure.endpoint import acceptor_directory, listener_admission, session_config
 from fixsecure.errors import (
     ConfigError,
@@ -668,8 +668,7 @@ class _AcceptorLink(_Link):
     def attached(self, side: str, transport: asyncio.Transport) -> None:
         if side == NETWORK:
             self.peer = peer_name(transport)
-            source = transport.get_extra_info("peername")
-            address = source[0] if isinstance(source, tuple) else str(source)
+            address = peer_address(transport)
             if not self.listener.admission.open_connection(address):
                 log.warning("connection from %s refused by the admission limits", self.peer)
                 super().attached(side, transport)
