@@ -915,8 +915,12 @@ class Session:
         else:
             self.store.set_next_sender_seq(seq + 1)
         if transmit:
-            self._out.append(Send(data, msg_type, seq))
-            self._last_sent = self._now
+            self._transmit(Send(data, msg_type, seq))
+
+    def _transmit(self, send: Send) -> None:
+        """Queue ``send``; every message sent restarts the heartbeat interval."""
+        self._out.append(send)
+        self._last_sent = self._now
 
     def _send_logout(self, text: str) -> None:
         self._emit(MsgType.LOGOUT, [(Tag.TEXT, text.encode())] if text else [])
@@ -1007,8 +1011,7 @@ class Session:
             self._header(seq, now, now),
             [(Tag.NEW_SEQ_NO, b"%d" % new_seq), (Tag.GAP_FILL_FLAG, b"Y")],
         )
-        self._out.append(Send(data, MsgType.SEQUENCE_RESET, seq, poss_dup=True))
-        self._last_sent = self._now
+        self._transmit(Send(data, MsgType.SEQUENCE_RESET, seq, poss_dup=True))
         self._event(f"Sent SequenceReset TO: {new_seq}")
 
     def _send_poss_dup(self, seq: int, stored: bytes) -> None:
@@ -1026,8 +1029,7 @@ class Session:
         header.append((Tag.ORIG_SENDING_TIME, original.index.get(Tag.SENDING_TIME, b"")))
         header.sort()
         data = encode(self._begin, original.msg_type, header, body)
-        self._out.append(Send(data, original.msg_type, seq, poss_dup=True))
-        self._last_sent = self._now
+        self._transmit(Send(data, original.msg_type, seq, poss_dup=True))
         self._event(f"Resending Message: {seq}")
 
 
