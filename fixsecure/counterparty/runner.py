@@ -70,7 +70,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -339,12 +339,19 @@ def load_counterparty_sessions(path: Path | str) -> tuple[CounterpartySession, .
 
 #: Settings of one listener, not of one session: sessions sharing an address must agree on them.
 def _check_shared_listeners(sessions: Iterable[CounterpartySession]) -> None:
-    groups: dict[tuple[str, int], list[SessionSettings]] = {}
+    for (host, port), group in _acceptor_groups(sessions).items():
+        check_listener([s.settings for s in group], f"{host}:{port}")
+
+
+def _acceptor_groups(
+    sessions: Iterable[CounterpartySession],
+) -> dict[tuple[str, int], list[CounterpartySession]]:
+    """Acceptor sessions by listening address (one listener each), in file order."""
+    groups: dict[tuple[str, int], list[CounterpartySession]] = {}
     for session in sessions:
         if session.role is Role.ACCEPTOR:
-            groups.setdefault((session.host, session.port), []).append(session.settings)
-    for (host, port), group in groups.items():
-        check_listener(group, f"{host}:{port}")
+            groups.setdefault((session.host, session.port), []).append(session)
+    return groups
 
 
 def _market_price(settings: SessionSettings) -> Decimal:
@@ -352,10 +359,7 @@ def _market_price(settings: SessionSettings) -> Decimal:
     text = settings.get(key)
     if text is None:
         return Decimal(100)
-    try:
-        price = Decimal(text) if _DECIMAL.fullmatch(text) else None
-    except InvalidOperation:
-        price = None
+    price = Decimal(text) if _DECIMAL.fullmatch(text) else None  # the pattern: no InvalidOperation
     if price is None or price <= 0:
         raise settings.error(key, f"must be a positive decimal such as 101.25, not {text!r}")
     return price
@@ -1034,12 +1038,8 @@ class CounterpartyRunner:
 
     def _listeners(self) -> list[_Listener]:
         """One listener per acceptor address, its directory loading the sessions' key files."""
-        groups: dict[tuple[str, int], list[CounterpartySession]] = {}
-        for config in self.sessions:
-            if config.role is Role.ACCEPTOR:
-                groups.setdefault((config.host, config.port), []).append(config)
         listeners = []
-        for (host, port), group in groups.items():
+        for (host, port), group in _acceptor_groups(self.sessions).items():
             admission = listener_admission([c.settings for c in group], f"{host}:{port}")
             directory = acceptor_directory(
                 (c.settings for c in group), admit=admission.admit_session
