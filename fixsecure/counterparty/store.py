@@ -217,9 +217,8 @@ class FileStore(_Counters):
         created = not path.exists()
         if created:
             _write_fresh(path, now)
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+        fd = _open_locked(path)
         try:
-            _lock(fd, path)
             data = _read_all(fd)
             if not data.startswith(MAGIC):
                 raise ConfigError("not a fixsecure message store (bad magic)", path=path)
@@ -261,12 +260,7 @@ class FileStore(_Counters):
     def reset(self, now: float) -> None:
         self._buffer.clear()
         _write_fresh(self.path, now)
-        fd = os.open(self.path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
-        try:
-            _lock(fd, self.path)
-        except BaseException:
-            os.close(fd)
-            raise
+        fd = _open_locked(self.path)
         os.close(self._fd)
         self._fd = fd
         self._size = os.lseek(fd, 0, os.SEEK_END)
@@ -403,11 +397,18 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _lock(fd: int, path: Path) -> None:
+def _open_locked(path: Path) -> int:
+    """``path`` opened read-write under an exclusive lock: one process per store."""
+    fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        os.close(fd)
         raise ConfigError("message store is in use by another process", path=path) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _read_all(fd: int) -> bytes:
