@@ -23,6 +23,7 @@ from fixsecure.errors import FramingError
 __all__ = [
     "DATA_FIELDS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "MESSAGE_PREFIX",
     "SOH",
     "Framer",
     "checksum",
@@ -79,14 +80,15 @@ def checksum(data: bytes | bytearray) -> int:
     return total & 0xFF
 
 
-# The usual case in one C call: BeginString, then canonical BodyLength.
-_PREFIX: Final = re.compile(rb"8=[^\x01]{1,%d}\x019=(0|[1-9][0-9]{0,%d})\x01" % (
+#: The usual case in one C call: BeginString, then canonical BodyLength (group 1). Where a
+#: message may start, for anything that scans for one (the inspector's resync).
+MESSAGE_PREFIX: Final = re.compile(rb"8=[^\x01]{1,%d}\x019=(0|[1-9][0-9]{0,%d})\x01" % (
     _MAX_BEGIN_STRING, _MAX_LENGTH_DIGITS - 1))
 
 
 def _diagnose_prefix(buf: bytes | bytearray, start: int) -> None:
-    """Slow path when :data:`_PREFIX` does not match: None if the bytes so far could still become
-    a valid start (wait for more), else the precise :class:`FramingError`."""
+    """Slow path when :data:`MESSAGE_PREFIX` does not match: None if the bytes so far could
+    still become a valid start (wait for more), else the precise :class:`FramingError`."""
     available = len(buf) - start
     prefix = b"8="[:available]
     if buf[start : start + len(prefix)] != prefix:
@@ -117,7 +119,7 @@ def frame_one(buf: bytes | bytearray, start: int, max_message_size: int) -> int 
     Raises :class:`FramingError` as soon as the available bytes cannot be the start of a valid
     message, before waiting for more of them.
     """
-    match = _PREFIX.match(buf, start)
+    match = MESSAGE_PREFIX.match(buf, start)
     if match is None:
         _diagnose_prefix(buf, start)
         return None
@@ -173,7 +175,7 @@ class Framer:
         arrived (None before that, or when nothing is buffered)."""
         if self._error is not None or not self.buffered:
             return None
-        match = _PREFIX.match(self._buf, self._pos)
+        match = MESSAGE_PREFIX.match(self._buf, self._pos)
         if match is None:
             return None
         return match.end() + int(match.group(1)) + _TRAILER_LEN - len(self._buf)

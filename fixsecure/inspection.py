@@ -84,7 +84,7 @@ from typing import Final, Literal
 
 from fixsecure import wire
 from fixsecure.errors import FramingError
-from fixsecure.framing import SOH, checksum, frame_one, iter_fields
+from fixsecure.framing import MESSAGE_PREFIX, SOH, checksum, frame_one, iter_fields
 from fixsecure.noise import parse_protocol_name
 from fixsecure.suites import SUITES
 
@@ -296,7 +296,7 @@ _SECUREDATA_PREVIEW: Final = 16
 _TRAILER: Final = re.compile(rb"\x0110=[0-9]{3}\x01")
 # Possible message starts, overlapping ones included (a lookahead): the prefix in group 1,
 # BodyLength in group 2. Only a pre-filter for _resync; frame_one has the last word.
-_CANDIDATE: Final = re.compile(rb"(?=(8=[^\x01]{1,16}\x019=(0|[1-9][0-9]{0,9})\x01))")
+_CANDIDATE: Final = re.compile(rb"(?=(%b))" % MESSAGE_PREFIX.pattern)
 # Where a logged message starts: the first "8=" not glued to a tag or value before it.
 _MESSAGE_START: Final = re.compile(rb"(?<![0-9A-Za-z=])8=")
 
