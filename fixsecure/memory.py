@@ -108,9 +108,11 @@ def session_pair(
     replay_store: ReplayStore | None = None,
     clock: Clock = time.time_ns,
     ephemeral: Ephemeral = fresh_ephemeral,
+    acceptor_ephemeral: Ephemeral | None = None,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> SessionPair:
-    """A fresh pair ready for the Logon; keys are generated unless given."""
+    """A fresh pair ready for the Logon; keys are generated unless given. ``ephemeral`` serves
+    both sides unless ``acceptor_ephemeral`` is given (fixed keys per side, for vectors)."""
     dh = parse_protocol_name(suite).dh
     ikey = initiator_key or dh.generate_keypair()
     akey = acceptor_key or dh.generate_keypair()
@@ -124,7 +126,7 @@ def session_pair(
     directory = AcceptorDirectory([aconfig], replay_store or MemoryReplayStore())
     return SessionPair(
         Session.initiator(iconfig, clock=clock, ephemeral=ephemeral),
-        Session.acceptor(directory, clock=clock, ephemeral=ephemeral),
+        Session.acceptor(directory, clock=clock, ephemeral=acceptor_ephemeral or ephemeral),
         iconfig,
         aconfig,
         directory,

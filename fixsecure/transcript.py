@@ -23,7 +23,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from fixsecure import wire
 from fixsecure.memory import (
-    SessionPair,
     fix_message,
     format_timestamp,
     order_fields,
@@ -59,15 +58,13 @@ def generate(suite: str) -> dict[str, Any]:
     akey = _key(dh, "fixsecure transcript acceptor static")
     iephemeral = _key(dh, "fixsecure transcript initiator ephemeral")
     aephemeral = _key(dh, "fixsecure transcript acceptor ephemeral")
-    configs = session_pair(suite, initiator_key=ikey, acceptor_key=akey)
-    pair = SessionPair(
-        Session.initiator(
-            configs.initiator_config, clock=lambda: CLOCK_NS, ephemeral=lambda _: iephemeral
-        ),
-        Session.acceptor(configs.directory, clock=lambda: CLOCK_NS, ephemeral=lambda _: aephemeral),
-        configs.initiator_config,
-        configs.acceptor_config,
-        configs.directory,
+    pair = session_pair(
+        suite,
+        initiator_key=ikey,
+        acceptor_key=akey,
+        clock=lambda: CLOCK_NS,
+        ephemeral=lambda _: iephemeral,
+        acceptor_ephemeral=lambda _: aephemeral,
     )
     stamp = format_timestamp(CLOCK_NS)
     bank, venue = b"BANK", b"VENUE"

@@ -79,16 +79,6 @@ def _key(dh: DHFunctions, seed: int) -> KeyPair:
     return dh.keypair_from_private_bytes(bytes([seed]) * 32)  # < n for P-256 as well
 
 
-class _Ephemerals:
-    """Hands out fixed ephemeral keys in order: the initiator draws first, the acceptor second."""
-
-    def __init__(self, keys: Sequence[KeyPair]) -> None:
-        self._keys = list(keys)
-
-    def __call__(self, dh: DHFunctions) -> KeyPair:
-        return self._keys.pop(0)
-
-
 @dataclass(frozen=True)
 class World:
     suite: str
@@ -102,13 +92,14 @@ class World:
     wires: tuple[bytes, ...]
 
     def pair(self) -> SessionPair:
-        initiator_key, acceptor_key, *ephemerals = self.keys
+        initiator_key, acceptor_key, initiator_ephemeral, acceptor_ephemeral = self.keys
         return session_pair(
             self.suite,
             initiator_key=initiator_key,
             acceptor_key=acceptor_key,
             clock=lambda: CLOCK_NS,
-            ephemeral=_Ephemerals(ephemerals),
+            ephemeral=lambda _: initiator_ephemeral,
+            acceptor_ephemeral=lambda _: acceptor_ephemeral,
         )
 
     def established(self) -> SessionPair:
