@@ -4,7 +4,8 @@ bounded event loop and a Diffie-Hellman counter."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -104,3 +105,14 @@ def dh_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
         monkeypatch.setattr(cls, "dh", counting)
     return calls
+
+
+@pytest.fixture
+def no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test during which asyncio logged an error: what it cannot raise (a failed
+    callback, an unretrieved task exception). Modules use it with ``pytestmark``."""
+    yield
+    # caplog.records alone would be this teardown's records only: read every phase so far.
+    records = [*caplog.get_records("setup"), *caplog.get_records("call"), *caplog.records]
+    errors = [r for r in records if r.name == "asyncio" and r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

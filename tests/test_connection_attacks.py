@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,12 +42,7 @@ CLEAN_END = "closed locally after the peer's Logout"
 Direction = Literal["up", "down"]  # up: client -> counterparty; down: counterparty -> client
 
 
-@pytest.fixture(autouse=True)
-def _no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """asyncio logs what it cannot raise (a failed callback, an unretrieved task exception)."""
-    yield
-    errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
+pytestmark = pytest.mark.usefixtures("no_asyncio_errors")
 
 
 # --- settings ------------------------------------------------------------------------------------

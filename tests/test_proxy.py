@@ -26,6 +26,8 @@ from fixsecure.proxy import Proxy
 from fixsecure.session import Session
 from fixsecure.settings import load_settings
 
+pytestmark = pytest.mark.usefixtures("no_asyncio_errors")
+
 
 def now_stamp() -> bytes:
     return format_timestamp(time.time_ns())

@@ -62,12 +62,7 @@ KEYED_MODULES = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """asyncio logs what it cannot raise (a failed callback, an unretrieved task exception)."""
-    yield
-    errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
+pytestmark = pytest.mark.usefixtures("no_asyncio_errors")
 
 
 @pytest.fixture(scope="module")

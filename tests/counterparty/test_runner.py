@@ -13,7 +13,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -42,12 +42,7 @@ BANK_CPTY = SessionID("FIX.4.4", "BANK", "CPTY")
 SYMBOL = "ZZMARKER"  # never in a log line, never in clear on an encrypted wire
 
 
-@pytest.fixture(autouse=True)
-def _no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """asyncio logs what it cannot raise (a failed callback, an unretrieved task exception)."""
-    yield
-    errors = [r for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR]
-    assert not errors, [r.getMessage() for r in errors]
+pytestmark = pytest.mark.usefixtures("no_asyncio_errors")
 
 
 def make_keys(directory: Path) -> None:
