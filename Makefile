@@ -10,16 +10,19 @@ QUICKFIX_VERSION := 1.16.0
 WHEELS ?= $(HOME)/.cache/fixsecure/wheels
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck check-static unit test test-fast fuzz demo bench quickfix sysdeps clean
+.PHONY: help venv lint typecheck check-static unit test test-fast test-reference sanitize fuzz demo bench quickfix sysdeps clean
 
 help:
 	@echo "make demo      encrypted session against the test counterparty, shows the wire"
-	@echo "make test      ruff + mypy --strict + the whole pytest suite (interop and slow included)"
+	@echo "make test      ruff + mypy --strict + the whole pytest suite (interop and slow included),"
+	@echo "               the core suites again on the Python hot path, and make sanitize"
 	@echo "make test-fast the suite without tests marked slow"
+	@echo "make sanitize  the C hot path under ASan + UBSan: differential, session and attack tests"
 	@echo "make fuzz      longer fuzzing of the decoder and handshake (FUZZ_SECONDS=600)"
 	@echo "make bench     fixsecure bench core and fixsecure bench proxy"
 
-$(STAMP): pyproject.toml
+# setup.py builds the C hot path (fixsecure/_hotpath.c) into the checkout: edits to it reinstall.
+$(STAMP): pyproject.toml setup.py fixsecure/_hotpath.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -57,6 +60,31 @@ unit: venv
 
 test: check-static sysdeps quickfix
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-reference sanitize
+
+# The suites that pin the protocol down, again on the pure-Python reference of the hot path
+# (specs/hot-path.md §4): both implementations must pass every attack.
+CORE_TESTS := tests/test_session.py tests/test_attacks.py tests/test_connection_attacks.py \
+	tests/test_transcript.py tests/test_router.py tests/test_proxy.py tests/test_hotpath.py
+test-reference: venv
+	FIXSECURE_HOTPATH=python $(BIN)/python -m pytest -q $(CORE_TESTS)
+
+# The C hot path rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer, and the tests that
+# feed it valid, cut, mutated and arbitrary bytes run on that build (PYTHONMALLOC=malloc so ASan
+# sees every Python object; --capture=sys so its report reaches the terminal).
+CC ?= gcc
+SANITIZED := build/sanitize/_hotpath.so
+sanitize: venv
+	@mkdir -p $(dir $(SANITIZED))
+	$(CC) -shared -fPIC -std=c11 -O1 -g -fno-omit-frame-pointer \
+	  -fsanitize=address,undefined -fno-sanitize-recover=all \
+	  -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+	  fixsecure/_hotpath.c -o $(SANITIZED)
+	PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  FIXSECURE_SANITIZED=$(CURDIR)/$(SANITIZED) PYTHONPATH=tests \
+	  $(BIN)/python -m pytest -p sanitized --capture=sys -q \
+	  tests/test_hotpath.py tests/test_session.py tests/test_attacks.py tests/test_connection_attacks.py
 
 test-fast: check-static
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)

@@ -187,27 +187,26 @@ _Aead = AESGCM | ChaCha20Poly1305
 
 
 class CipherFunctions:
-    """ENCRYPT/DECRYPT for one AEAD: the nonce is 32 zero bits then the 64-bit counter."""
+    """ENCRYPT/DECRYPT for one AEAD: the nonce is 32 zero bits then the 64-bit counter, in the
+    byte order the Noise specification gives the cipher (AESGCM big-endian, ChaChaPoly little)."""
 
     def __init__(
-        self,
-        name: str,
-        aead: Callable[[bytes], _Aead],
-        nonce: Callable[[int], bytes],
+        self, name: str, aead: Callable[[bytes], _Aead], byteorder: Literal["big", "little"]
     ) -> None:
         self.name = name
         self.aead = aead
-        self.nonce = nonce
+        self.little_endian = byteorder == "little"
+        self.nonce: Callable[[int], bytes] = struct.Struct(
+            "<4xQ" if self.little_endian else ">4xQ"
+        ).pack
 
     def rekey(self, key: bytes) -> bytes:
         """Noise's default REKEY: the first 32 bytes of ENCRYPT(k, maxnonce, zerolen, zeros)."""
         return self.aead(key).encrypt(self.nonce(MAX_NONCE), bytes(32), b"")[:32]
 
 
-AESGCM_FUNCTIONS: Final = CipherFunctions("AESGCM", AESGCM, struct.Struct(">4xQ").pack)
-CHACHAPOLY_FUNCTIONS: Final = CipherFunctions(
-    "ChaChaPoly", ChaCha20Poly1305, struct.Struct("<4xQ").pack
-)
+AESGCM_FUNCTIONS: Final = CipherFunctions("AESGCM", AESGCM, "big")
+CHACHAPOLY_FUNCTIONS: Final = CipherFunctions("ChaChaPoly", ChaCha20Poly1305, "little")
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,6 +328,16 @@ class CipherState:
 
     def has_key(self) -> bool:
         return self._key is not None
+
+    @property
+    def functions(self) -> CipherFunctions:
+        return self._functions
+
+    @property
+    def aead(self) -> _Aead | None:
+        """The keyed ``cryptography`` AEAD object, for batch paths that call it directly and
+        advance ``n`` themselves (``specs/hot-path.md``); None without a key."""
+        return self._aead
 
     def set_nonce(self, nonce: int) -> None:
         self.n = nonce
