@@ -90,7 +90,14 @@ class ConnectionEnded(FixSecureError):
 
 
 class ProtocolError(FixSecureError):
-    """Something on a connection broke the FIX or fixsecure rules."""
+    """Something on a connection broke the FIX or fixsecure rules.
+
+    ``wire``: when :meth:`fixsecure.session.Session.send_data` refuses a message, the protected
+    bytes of the messages before it in the same call. They must still be sent: their nonces are
+    spent, and the peer expects them in order.
+    """
+
+    wire: bytes = b""
 
 
 class FramingError(ProtocolError):

@@ -60,6 +60,7 @@ _MAX_BEGIN_STRING: Final = 16  # "FIXT.1.1" is 8; a little slack, then it is gar
 _MAX_LENGTH_DIGITS: Final = 10
 _MAX_TAG_DIGITS: Final = 9
 _TRAILER_LEN: Final = 7  # b"10=nnn\x01"
+_MAX_PREFIX: Final = 2 + _MAX_BEGIN_STRING + 1 + 2 + _MAX_LENGTH_DIGITS + 1  # 8=…|9=…|
 _CHUNK: Final = 256  # adler32's first sum is exact below 65521: 256 * 255 + 1 fits
 _ASCII_CHUNK: Final = 515  # 515 * 127 + 1 fits as well
 
@@ -170,15 +171,22 @@ class Framer:
         """Bytes received but not yet returned as a message."""
         return len(self._buf) - self._pos
 
-    def needed(self) -> int | None:
-        """How many more bytes complete the message being assembled, once its BodyLength has
-        arrived (None before that, or when nothing is buffered)."""
-        if self._error is not None or not self.buffered:
+    def needed(self, head: bytes | bytearray = b"") -> int | None:
+        """How many more bytes complete the message being assembled, once its BodyLength is
+        known: from the buffered bytes or, while those are too few, from them followed by
+        ``head``, the start of what comes next. None before that, or when nothing is buffered."""
+        buffered = self.buffered
+        if self._error is not None or not buffered:
             return None
-        match = MESSAGE_PREFIX.match(self._buf, self._pos)
+        if buffered < _MAX_PREFIX and head:  # too few bytes for BodyLength: look ahead
+            match = MESSAGE_PREFIX.match(bytes(self._buf[self._pos :]) + head[:_MAX_PREFIX])
+            start = 0
+        else:
+            match = MESSAGE_PREFIX.match(self._buf, self._pos)
+            start = self._pos
         if match is None:
             return None
-        return match.end() + int(match.group(1)) + _TRAILER_LEN - len(self._buf)
+        return match.end() - start + int(match.group(1)) + _TRAILER_LEN - buffered
 
     def skip(self, count: int) -> None:
         """``count`` stream bytes were consumed without the framer (an empty framer only): keep
@@ -187,6 +195,16 @@ class Framer:
             raise ValueError("skip() is only for bytes that never entered the framer")
         self._consumed += self._pos + count
         self._buf, self._pos = b"", 0
+
+    def take(self) -> bytes:
+        """Every byte received and not yet returned as a message, leaving the framer empty:
+        the rest of the stream, for another reader."""
+        if self._error is not None:
+            raise self._error
+        rest = bytes(self._buf[self._pos :])
+        self._consumed += len(self._buf)
+        self._buf, self._pos = b"", 0
+        return rest
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append bytes from the stream."""

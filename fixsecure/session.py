@@ -27,7 +27,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from fixsecure import wire
+from fixsecure import hotpath, wire
 from fixsecure.errors import (
     ConfigError,
     FramingError,
@@ -61,6 +61,7 @@ __all__ = [
     "HandshakeComplete",
     "LogonAccepted",
     "MessageReceived",
+    "MessagesReceived",
     "Session",
     "SessionConfig",
     "fresh_ephemeral",
@@ -250,6 +251,24 @@ class MessageReceived:
 
 
 @dataclass(frozen=True)
+class MessagesReceived:
+    """Consecutive plaintext FIX messages from the peer, byte-exact, decoded in one run
+    (:meth:`Session.receive_batch`; :meth:`Session.receive` gives one MessageReceived each):
+    ``data`` holds them back to back, ``ends`` where each one ends in it."""
+
+    data: bytes = field(repr=False)
+    ends: tuple[int, ...] = field(repr=False)
+
+    @property
+    def messages(self) -> list[bytes]:
+        data, ends = self.data, self.ends
+        return [data[start:end] for start, end in zip((0, *ends), ends, strict=False)]
+
+    def __repr__(self) -> str:
+        return f"MessagesReceived({len(self.ends)} messages, {len(self.data)} bytes)"
+
+
+@dataclass(frozen=True)
 class ConnectionClosed:
     """The network side ended. ``clean`` only if a verified Logout came from the peer first."""
 
@@ -264,7 +283,14 @@ class ConnectionFailed:
     reason: str
 
 
-Event = LogonAccepted | HandshakeComplete | MessageReceived | ConnectionClosed | ConnectionFailed
+Event = (
+    LogonAccepted
+    | HandshakeComplete
+    | MessageReceived
+    | MessagesReceived
+    | ConnectionClosed
+    | ConnectionFailed
+)
 
 
 # ------------------------------------------------------------------------------------------
@@ -272,13 +298,27 @@ Event = LogonAccepted | HandshakeComplete | MessageReceived | ConnectionClosed |
 
 
 class _Direction:
-    """A transport CipherState with the implicit rekey schedule and the caps of §8.3."""
+    """A transport CipherState with the implicit rekey schedule and the caps of §8.3, one message
+    at a time (:meth:`seal`, :meth:`open`) or in runs (:meth:`seal_run`, :meth:`open_run`,
+    ``specs/hot-path.md``) with a runner made for each key."""
 
-    __slots__ = ("bytes", "cipher")
+    __slots__ = ("bytes", "cipher", "runner")
 
     def __init__(self, cipher: CipherState) -> None:
         self.cipher = cipher
         self.bytes = 0
+        self.runner = self._new_runner()
+
+    def _new_runner(self) -> hotpath.Runner:
+        aead = self.cipher.aead
+        assert aead is not None
+        return hotpath.runner_class(
+            aead, self.cipher.functions.little_endian, hotpath.HEADER_TAGS
+        )
+
+    def _rekey(self) -> None:
+        self.cipher.rekey()
+        self.runner = self._new_runner()
 
     def _refuse(self) -> LimitExceeded:
         if self.cipher.n >= MAX_MESSAGES:
@@ -293,7 +333,7 @@ class _Direction:
         sealed = cipher.encrypt_with_ad(ad, body)
         self.bytes += size
         if not cipher.n & _REKEY_MASK:
-            cipher.rekey()
+            self._rekey()
         return sealed
 
     def open(self, ad: bytes, sealed: bytes) -> bytes:
@@ -303,8 +343,80 @@ class _Direction:
         body = cipher.decrypt_with_ad(ad, sealed)
         self.bytes += len(body)
         if not cipher.n & _REKEY_MASK:
-            cipher.rekey()
+            self._rekey()
         return body
+
+    # A run stops at the next Rekey and at the caps, so every message in it is treated exactly as
+    # seal()/open() would treat it; the loops commit each run, rekey, and go on.
+
+    def seal_run(self, buf: bytes, max_size: int) -> tuple[int, list[bytes], int, bool]:
+        """Protect the run of plaintext messages at the start of ``buf``: (end, wire parts,
+        messages, whether one was a Logout)."""
+        cipher = self.cipher
+        out: list[bytes] = []
+        pos = total = 0
+        logout = False
+        while (allowed := _allowed(cipher.n)) > 0:
+            end, protected, sealed, body_bytes, saw_logout = self.runner.seal(
+                buf, pos, cipher.n, allowed, MAX_BYTES - self.bytes, max_size
+            )
+            if not sealed:
+                break
+            out.append(protected)
+            cipher.n += sealed  # SetNonce: the run used the nonces before this one
+            self.bytes += body_bytes
+            total += sealed
+            logout = logout or saw_logout
+            pos = end
+            if cipher.n & _REKEY_MASK:
+                break
+            self._rekey()
+        return pos, out, total, logout
+
+    def open_run(
+        self, buf: bytes, max_wire: int, max_size: int
+    ) -> tuple[int, bytes, list[int], bool]:
+        """Open the run of transport messages at the start of ``buf``: (end, the plaintexts back
+        to back, where each ends, whether one was a Logout)."""
+        cipher = self.cipher
+        data = b""
+        ends: list[int] = []
+        pos = 0
+        logout = False
+        while (allowed := _allowed(cipher.n)) > 0:
+            end, plain, plain_ends, body_bytes, saw_logout = self.runner.open(
+                buf, pos, cipher.n, allowed, MAX_BYTES - self.bytes, max_wire, max_size
+            )
+            if not plain_ends:
+                break
+            if ends:  # a run after a Rekey: append it
+                ends += [len(data) + at for at in plain_ends]
+                data += plain
+            else:
+                data, ends = plain, plain_ends
+            cipher.n += len(plain_ends)  # SetNonce: the run used the nonces before this one
+            self.bytes += body_bytes
+            logout = logout or saw_logout
+            pos = end
+            if cipher.n & _REKEY_MASK:
+                break
+            self._rekey()
+        return pos, data, ends, logout
+
+
+def _allowed(n: int) -> int:
+    """Messages a run from nonce ``n`` may take: up to the next Rekey, never past the cap."""
+    return min(REKEY_INTERVAL - (n & _REKEY_MASK), MAX_MESSAGES - n)
+
+
+def _complete_split(framer: Framer, data: bytes) -> tuple[bytes | None, bytes]:
+    """The message ``framer`` holds the start of, completed from the head of ``data`` when
+    ``data`` has the rest: (message, the rest of data). Otherwise (None, data) untouched."""
+    needed = framer.needed(data)
+    if needed is None or not 0 < needed <= len(data):
+        return None, data
+    framer.feed(data[:needed])
+    return framer.next_message(), data[needed:]
 
 
 class _Refused(Exception):
@@ -337,6 +449,7 @@ class Session:
         self._limit = config.max_message_size if config else DEFAULT_MAX_MESSAGE_SIZE
         wire_max = directory.max_wire_size if directory else wire.wire_limit(self._limit)
         self._framer = Framer(wire_max)
+        self._local_framer = Framer(self._limit)  # the engine's stream, for send_data()
         self._handshake: HandshakeState | None = None  # only until Split(): then dropped
         self._encrypted = False
         self._peer = peer
@@ -345,6 +458,7 @@ class Session:
         self.handshake_hash: bytes | None = None
         self.logout_sent = False
         self.logout_received = False
+        self.messages_sent = 0  # messages from the local side that went out
 
     @classmethod
     def initiator(
@@ -405,6 +519,11 @@ class Session:
 
     def send(self, message: bytes) -> bytes:
         """Protect one complete plaintext FIX message from the local engine; return wire bytes."""
+        data = self._send_one(message)
+        self.messages_sent += 1
+        return data
+
+    def _send_one(self, message: bytes) -> bytes:
         parts = self._local_parts(message)
         length_start, header_start, header_end, trailer, msg_type = parts
         if self.state is State.ESTABLISHED:  # the hot path first
@@ -437,6 +556,66 @@ class Session:
                 f"the engine sent 35={msg_type!r} before the Logon reply arrived"
             )
         raise LocalProtocolError(f"the engine cannot send in state {self.state.value}")
+
+    def send_data(self, data: bytes) -> bytes:
+        """Protect the local engine's byte stream, in any chunking: every message that ``data``
+        completes is handled as :meth:`send` handles it, and the wire bytes of all of them are
+        returned; an incomplete message at the end waits for the next call.
+
+        Established sessions protect whole runs of messages per call (``specs/hot-path.md``).
+        The first message that cannot be sent raises :class:`LocalProtocolError` (or
+        :class:`LimitExceeded`) like :meth:`send`; its ``wire`` attribute holds the protected
+        bytes of the messages before it, which must still be sent. A stream that is not FIX
+        cannot be resynchronised: after a framing error every later call raises it again.
+        """
+        framer = self._local_framer
+        out: list[bytes] = []
+        try:
+            if self.state is State.ESTABLISHED:
+                buffered = framer.buffered
+                if buffered:  # a message split across reads: complete it, then the fast path
+                    message, data = _complete_split(framer, data)
+                    if message is not None:
+                        out.append(self.send(message))
+                    buffered = framer.buffered
+                if data and not buffered:
+                    assert self._send is not None
+                    try:
+                        pos, protected, count, logout = self._send.seal_run(data, self._limit)
+                    except BaseException:
+                        self._fail_closed()
+                        raise
+                    out += protected
+                    self.messages_sent += count
+                    if logout:
+                        self.logout_sent = True
+                    if pos:
+                        framer.skip(pos)
+                        if pos == len(data):
+                            return b"".join(out)
+                        data = data[pos:]
+            if data:
+                framer.feed(data)
+            while (message := framer.next_message()) is not None:
+                out.append(self.send(message))
+        except FramingError as exc:
+            error = LocalProtocolError(f"malformed FIX message from the engine: {exc}")
+            error.wire = b"".join(out)
+            raise error from None
+        except (LocalProtocolError, LimitExceeded) as exc:
+            exc.wire = b"".join(out)
+            raise
+        return b"".join(out)
+
+    @property
+    def local_buffered(self) -> int:
+        """Bytes of an incomplete engine message that :meth:`send_data` holds."""
+        return self._local_framer.buffered
+
+    def _fail_closed(self) -> None:
+        """A run raised (``specs/hot-path.md`` §5): it may have spent nonces on output that is now
+        lost, so nothing may be sent under them again."""
+        self.abort()
 
     def _local_parts(self, message: bytes) -> wire.Parts:
         try:
@@ -547,41 +726,58 @@ class Session:
     # -- network side -----------------------------------------------------------------------
 
     def receive(self, data: bytes) -> list[Event]:
-        """Bytes from the network; returns the events they complete, in order."""
+        """Bytes from the network; returns the events they complete, in order, with one
+        :class:`MessageReceived` per message."""
+        events = self.receive_batch(data)
+        if not any(isinstance(event, MessagesReceived) for event in events):
+            return events
+        single: list[Event] = []
+        for event in events:
+            if isinstance(event, MessagesReceived):
+                single += (MessageReceived(m, wire.msg_type(m)) for m in event.messages)
+            else:
+                single.append(event)
+        return single
+
+    def receive_batch(self, data: bytes) -> list[Event]:
+        """Like :meth:`receive`, but the messages an established session decodes in one run
+        come as one :class:`MessagesReceived` (adapters forward them without an event each)."""
         if self.state is State.CLOSED:
             raise LocalProtocolError("the session is closed")
         framer = self._framer
         events: list[Event] = []
         append = events.append
         try:
-            if self.state is State.ESTABLISHED and framer.buffered:
-                # A message split across reads: complete it from the head of this read, so the
-                # rest of the read can take the hot path again.
-                needed = framer.needed()
-                if needed is not None and 0 < needed <= len(data):
-                    framer.feed(data[:needed])
-                    data = data[needed:]
-                    framed = framer.next_message()
+            if self.state is State.ESTABLISHED:
+                buffered = framer.buffered
+                if buffered:
+                    # A message split across reads: complete it from the head of this read, so
+                    # the rest of the read can take the hot path again.
+                    framed, data = _complete_split(framer, data)
                     if framed is not None:
                         append(self._open(framed, *wire.transport(framed)))
-            if self.state is State.ESTABLISHED and not framer.buffered:
-                # The hot path: whole transport messages straight from the read, one regex each.
-                # Anything else (a partial message, an error) is left to the framer below, which
-                # waits for more bytes or names the problem exactly.
-                limit = framer.max_message_size
-                pos, size = 0, len(data)
-                while pos < size:
-                    fast = wire.transport_at(data, pos, limit)
-                    if fast is None:
-                        break
-                    end, parts, sealed = fast
-                    append(self._open(data[pos:end] if pos or end != size else data, parts, sealed))
-                    pos = end
-                if pos:
-                    framer.skip(pos)
-                    if pos == size:
-                        return events
-                    data = data[pos:]
+                    buffered = framer.buffered
+                if data and not buffered and self.state is State.ESTABLISHED:
+                    # The hot path: runs of whole transport messages straight from the read. What
+                    # a run stops at (a partial message, anything malformed) is left to the
+                    # framer below, which waits for more bytes or names the problem exactly.
+                    assert self._recv is not None
+                    try:
+                        pos, plain, ends, logout = self._recv.open_run(
+                            data, framer.max_message_size, self._limit
+                        )
+                    except BaseException:
+                        self._fail_closed()
+                        raise
+                    if ends:
+                        append(MessagesReceived(plain, tuple(ends)))
+                        if logout:
+                            self.logout_received = True
+                    if pos:
+                        framer.skip(pos)
+                        if pos == len(data):
+                            return events
+                        data = data[pos:]
             framer.feed(data)
             while not self.closed and (framed := framer.next_message()) is not None:
                 if self.state is State.ESTABLISHED:
@@ -716,6 +912,7 @@ class Session:
         """The session is known: its own size limit applies from now on (§8.4)."""
         self.config = config
         self._limit = config.max_message_size
+        self._local_framer.max_message_size = config.max_message_size
         self._framer.max_message_size = (
             wire.wire_limit(config.max_message_size) if config.secure else config.max_message_size
         )

@@ -37,6 +37,7 @@ __all__ = [
     "decode_field_list",
     "encode_field_list",
     "header_fields",
+    "msg_type",
     "parse",
     "prologue",
     "protected",
@@ -132,6 +133,13 @@ def parse(message: bytes, max_message_size: int) -> Parts:
     if end != size:
         raise FramingError("more than one FIX message", end)
     return split(message)
+
+
+def msg_type(message: bytes) -> bytes:
+    """MsgType(35) of a framed message whose third field it is, as in every message a session
+    delivers (BeginString and BodyLength hold no SOH, so the first SOH "35=" is that field)."""
+    start = message.index(b"\x0135=") + 4
+    return message[start : message.index(SOH, start)]
 
 
 def header_fields(message: bytes, parts: Parts) -> list[tuple[int, bytes]]:

@@ -751,3 +751,49 @@ def test_iter_fields_nine_digit_tag_and_ten_digit_length() -> None:
     assert list(iter_fields(b"123456789=x\x01")) == [(123456789, b"x")]
     with pytest.raises(FramingError, match="data field 96 does not match its declared length"):
         list(iter_fields(b"95=9999999999\x0196=a\x01"))  # read as a number, then too long
+
+
+# -- needed() with a look-ahead, and take() ----------------------------------------------------
+
+
+def test_needed_looks_ahead_when_bodylength_has_not_arrived() -> None:
+    message = b"8=FIX.4.4\x019=5\x0135=0\x0110=163\x01"
+    for cut in range(1, len(message)):
+        framer = Framer()
+        framer.feed(message[:cut])
+        rest = message[cut:]
+        assert framer.needed(rest) == len(rest), cut
+        if cut < message.index(b"35="):  # BodyLength itself not yet complete
+            assert framer.needed() is None
+    assert Framer().needed(message) is None  # nothing buffered: nothing to complete
+
+
+def test_needed_with_a_look_ahead_that_is_not_fix_is_none() -> None:
+    framer = Framer()
+    framer.feed(b"8=FI")
+    assert framer.needed(b"garbage") is None
+    assert framer.needed(b"") is None
+
+
+def test_take_hands_over_the_rest_and_keeps_offsets() -> None:
+    first = b"8=FIX.4.4\x019=5\x0135=0\x0110=163\x01"
+    framer = Framer()
+    framer.feed(first + b"8=FIX.4.4\x019=")
+    assert framer.next_message() == first
+    rest = framer.take()
+    assert rest == b"8=FIX.4.4\x019="
+    assert framer.buffered == 0
+    assert framer.take() == b""
+    framer.feed(b"X")  # stream offsets count what take() handed over
+    with pytest.raises(FramingError) as raised:
+        framer.next_message()
+    assert raised.value.offset == len(first) + len(rest)
+
+
+def test_take_after_an_error_raises_it() -> None:
+    framer = Framer()
+    framer.feed(b"garbage")
+    with pytest.raises(FramingError):
+        framer.next_message()
+    with pytest.raises(FramingError):
+        framer.take()

@@ -5,7 +5,9 @@ Attacks (brief §5) are in test_attacks.py.
 
 from __future__ import annotations
 
+import itertools
 import random
+from typing import Any
 
 import pytest
 import simplefix
@@ -24,16 +26,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fixsecure import wire
-from fixsecure.errors import ConfigError, LocalProtocolError
+from fixsecure.errors import ConfigError, LimitExceeded, LocalProtocolError
 from fixsecure.memory import SessionPair, fix_message, session_pair
 from fixsecure.noise import DH_FUNCTIONS
 from fixsecure.replay import MemoryReplayStore
 from fixsecure.session import (
+    MAX_BYTES,
+    MAX_MESSAGES,
+    REKEY_INTERVAL,
     AcceptorDirectory,
     ConnectionClosed,
     HandshakeComplete,
     LogonAccepted,
     MessageReceived,
+    MessagesReceived,
     Session,
     SessionConfig,
 )
@@ -536,3 +542,211 @@ def test_failure_offsets_are_stream_positions_across_the_fast_path() -> None:
     (failure,) = failures(events)
     position = len(message1) + len(stream) - 7
     assert f"CheckSum(10) does not match (at byte {position})" in failure.reason
+
+
+# -- batches: send_data and receive_batch (specs/hot-path.md) -------------------------------------
+
+
+def twin_pairs(suite: str = SUITES[0]) -> tuple[SessionPair, SessionPair]:
+    """Two established pairs with the same static and ephemeral keys and clock: the same messages
+    give the same wire bytes in both, whichever API sent them."""
+    dh = SessionConfig(SessionID("FIX.4.4", "BANK", "VENUE"), suite, required=False).protocol.dh
+    keys = [dh.generate_keypair() for _ in range(4)]
+    made = [
+        new_pair(
+            suite,
+            initiator_key=keys[0],
+            acceptor_key=keys[1],
+            ephemeral=lambda _dh: keys[2],
+            acceptor_ephemeral=lambda _dh: keys[3],
+        )
+        for _ in range(2)
+    ]
+    first, second = (establish(pair) for pair in made)
+    assert first.initiator.handshake_hash == second.initiator.handshake_hash
+    return first, second
+
+
+def flattened(events: list[Any]) -> list[bytes]:
+    """Every message of a receive_batch() result, runs and single messages alike."""
+    out: list[bytes] = []
+    for event in events:
+        if isinstance(event, MessagesReceived):
+            out += event.messages
+        elif isinstance(event, MessageReceived):
+            out.append(event.message)
+    return out
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({0, len(data), *(c % (len(data) + 1) for c in cuts)})
+    return [data[a:b] for a, b in itertools.pairwise(points)]
+
+
+batch_messages = st.lists(
+    st.builds(
+        lambda seq, clordid, kind: fix_message(
+            kind, seq, b"BANK", b"VENUE", [(11, clordid), (58, b"x" * (seq % 300))],
+            sending_time=STAMP,
+        ),
+        st.integers(2, 10**6),
+        st.binary(min_size=1, max_size=8).filter(lambda v: b"\x01" not in v),
+        st.sampled_from([b"D", b"F", b"0", b"1", b"2", b"4", b"5"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=batch_messages, cuts=st.lists(st.integers(0, 10**6), max_size=12),
+       suite=st.sampled_from(SUITES))
+def test_send_data_in_any_chunking_gives_the_bytes_of_send(
+    messages: list[bytes], cuts: list[int], suite: str
+) -> None:
+    by_message, by_stream = twin_pairs(suite)
+    expected = b"".join(by_message.initiator.send(m) for m in messages)
+    got = b"".join(by_stream.initiator.send_data(c) for c in chunked(b"".join(messages), cuts))
+    assert got == expected
+    assert by_stream.initiator.messages_sent == by_message.initiator.messages_sent
+    assert by_stream.initiator.local_buffered == 0
+    assert by_stream.initiator.logout_sent == (any(wire.msg_type(m) == b"5" for m in messages))
+    assert by_stream.initiator._send.cipher.n == by_message.initiator._send.cipher.n
+
+
+@settings(max_examples=60, deadline=None)
+@given(messages=batch_messages, cuts=st.lists(st.integers(0, 10**6), max_size=12),
+       suite=st.sampled_from(SUITES))
+def test_receive_batch_in_any_chunking_delivers_what_receive_does(
+    messages: list[bytes], cuts: list[int], suite: str
+) -> None:
+    one, other = twin_pairs(suite)
+    data = b"".join(one.initiator.send(m) for m in messages)
+    assert data == b"".join(other.initiator.send(m) for m in messages)
+    singles = [e for c in chunked(data, cuts) for e in one.acceptor.receive(c)]
+    batches = [e for c in chunked(data, cuts) for e in other.acceptor.receive_batch(c)]
+    assert delivered(singles) == flattened(batches) == messages
+    assert [e.msg_type for e in singles if isinstance(e, MessageReceived)] == [
+        wire.msg_type(m) for m in messages
+    ]
+    assert one.acceptor.logout_received == other.acceptor.logout_received
+    assert one.acceptor._recv.cipher.n == other.acceptor._recv.cipher.n == len(messages)
+
+
+def test_a_whole_read_is_one_run_event(pair: SessionPair) -> None:
+    establish(pair)
+    messages = [order(seq, b"C%d" % seq) for seq in range(2, 202)]
+    events = pair.acceptor.receive_batch(pair.initiator.send_data(b"".join(messages)))
+    assert len(events) == 1
+    run = events[0]
+    assert isinstance(run, MessagesReceived)
+    assert run.data == b"".join(messages)
+    assert run.messages == messages
+    assert run.ends[-1] == len(run.data)
+    assert repr(run) == f"MessagesReceived(200 messages, {len(run.data)} bytes)"
+
+
+def test_runs_cross_the_rekey_boundary_like_single_messages(suite: str) -> None:
+    one, other = twin_pairs(suite)
+    for pair in (one, other):
+        pair.initiator._send.cipher.set_nonce(REKEY_INTERVAL - 3)
+        pair.acceptor._recv.cipher.set_nonce(REKEY_INTERVAL - 3)
+    messages = [order(seq) for seq in range(2, 12)]
+    expected = b"".join(one.initiator.send(m) for m in messages)
+    assert other.initiator.send_data(b"".join(messages)) == expected
+    assert flattened(other.acceptor.receive_batch(expected)) == messages
+    for pair in (one, other):
+        assert pair.initiator._send.cipher.n == REKEY_INTERVAL + 7
+    assert other.acceptor._recv.cipher.n == REKEY_INTERVAL + 7
+    rekeyed = other.initiator._send.cipher._key
+    assert rekeyed == one.initiator._send.cipher._key == other.acceptor._recv.cipher._key
+    # The runner follows the key: a run after the boundary opens under the new key too.
+    again = other.initiator.send_data(order(12))
+    assert flattened(other.acceptor.receive_batch(again)) == [order(12)]
+
+
+def test_send_data_stops_at_the_message_cap_and_hands_over_what_went_before(
+    pair: SessionPair,
+) -> None:
+    establish(pair)
+    pair.initiator._send.cipher.set_nonce(MAX_MESSAGES - 2)
+    pair.acceptor._recv.cipher.set_nonce(MAX_MESSAGES - 2)
+    with pytest.raises(LimitExceeded) as raised:
+        pair.initiator.send_data(b"".join(order(seq) for seq in range(2, 6)))
+    assert flattened(pair.acceptor.receive_batch(raised.value.wire)) == [order(2), order(3)]
+    assert pair.initiator.state is State.CLOSED
+    assert pair.initiator._send.cipher.n == MAX_MESSAGES  # no nonce beyond the cap
+
+
+def test_send_data_stops_at_the_byte_cap(pair: SessionPair) -> None:
+    establish(pair)
+    body = len(order(2)) - wire.parse(order(2), 4096)[2] - 7
+    pair.initiator._send.bytes = MAX_BYTES - body  # room for exactly one more body
+    with pytest.raises(LimitExceeded) as raised:
+        pair.initiator.send_data(order(2) + order(3))
+    assert flattened(pair.acceptor.receive_batch(raised.value.wire)) == [order(2)]
+    assert pair.initiator._send.bytes == MAX_BYTES
+
+
+def test_a_malformed_engine_message_keeps_the_good_ones_before_it(pair: SessionPair) -> None:
+    establish(pair)
+    bad = order(4)[:-4] + b"999\x01"  # a wrong CheckSum
+    with pytest.raises(LocalProtocolError, match="CheckSum") as raised:
+        pair.initiator.send_data(order(2) + order(3) + bad + order(5))
+    assert flattened(pair.acceptor.receive_batch(raised.value.wire)) == [order(2), order(3)]
+    with pytest.raises(LocalProtocolError, match="CheckSum"):  # the stream cannot resynchronise
+        pair.initiator.send_data(order(6))
+
+
+def test_send_data_before_the_logon_reply_is_refused_like_send() -> None:
+    pair = new_pair()
+    first = pair.initiator.send_data(logon())
+    assert delivered(pair.acceptor.receive(first)) == [logon()]
+    with pytest.raises(LocalProtocolError, match="before the Logon reply"):
+        pair.initiator.send_data(order(2))
+
+
+def test_a_partial_engine_message_waits_and_is_reported(pair: SessionPair) -> None:
+    establish(pair)
+    message = order(2)
+    assert pair.initiator.send_data(message[:17]) == b""  # not even its BodyLength yet
+    assert pair.initiator.local_buffered == 17
+    protected = pair.initiator.send_data(message[17:] + order(3))
+    assert pair.initiator.local_buffered == 0
+    assert flattened(pair.acceptor.receive_batch(protected)) == [message, order(3)]
+
+
+class FailingRunner:
+    """A runner that fails the way only a broken machine would (out of memory)."""
+
+    def seal(self, *args: object) -> Any:
+        raise MemoryError
+
+    def open(self, *args: object) -> Any:
+        raise MemoryError
+
+
+def test_a_run_that_raises_fails_the_session_closed(pair: SessionPair) -> None:
+    """specs/hot-path.md §5: after an unexpected error in a run nothing may be sent any more,
+    because nonces may have been spent on output that was lost."""
+    establish(pair)
+    pair.initiator._send.runner = FailingRunner()
+    with pytest.raises(MemoryError):
+        pair.initiator.send_data(order(2))
+    assert pair.initiator.state is State.CLOSED
+    with pytest.raises(LocalProtocolError, match="closed"):
+        pair.initiator.send(order(3))
+    pair.acceptor._recv.runner = FailingRunner()
+    with pytest.raises(MemoryError):
+        pair.acceptor.receive_batch(b"8=FIX.4.4\x01")
+    assert pair.acceptor.state is State.CLOSED
+
+
+def test_a_logout_in_a_run_makes_the_end_clean(pair: SessionPair) -> None:
+    establish(pair)
+    logout = fix_message(b"5", 3, b"BANK", b"VENUE", sending_time=STAMP)
+    protected = pair.initiator.send_data(order(2) + logout)
+    assert pair.initiator.logout_sent
+    assert flattened(pair.acceptor.receive_batch(protected)) == [order(2), logout]
+    assert pair.acceptor.logout_received
+    assert pair.acceptor.receive_eof() == [ConnectionClosed(True, "the peer logged out")]

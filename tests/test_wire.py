@@ -808,3 +808,9 @@ def test_wire_limit_is_what_the_framers_use() -> None:
     framer.feed(prefix)
     with pytest.raises(FramingError, match=f"message of {limit + 1} bytes exceeds"):
         framer.next_message()
+
+
+def test_msg_type_is_the_third_field_of_a_delivered_message() -> None:
+    for kind in (b"D", b"0", b"AE", b"5"):
+        message = fix_message(kind, 2, b"BANK", b"VENUE", [(11, b"35=X"), (58, b"\x0135=Y")])
+        assert wire.msg_type(message) == kind
