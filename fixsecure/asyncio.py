@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final, TypeVar
 
 from fixsecure.admission import Admission
-from fixsecure.errors import ConnectionEnded, LimitExceeded
+from fixsecure.errors import ConfigError, ConnectionEnded, LimitExceeded
 from fixsecure.session import (
     AcceptorDirectory,
     Clock,
@@ -37,6 +38,7 @@ from fixsecure.session import (
     HandshakeComplete,
     LogonAccepted,
     MessageReceived,
+    MessagesReceived,
     Session,
     SessionConfig,
 )
@@ -44,6 +46,7 @@ from fixsecure.sessionid import SessionID
 from fixsecure.state import State
 
 __all__ = [
+    "LOOPS",
     "READ_SIZE",
     "FixConnection",
     "Handler",
@@ -52,6 +55,7 @@ __all__ = [
     "describe_logon",
     "peer_address",
     "peer_name",
+    "run_on_loop",
     "serve",
 ]
 
@@ -59,6 +63,32 @@ log = logging.getLogger("fixsecure.asyncio")
 
 READ_SIZE: Final = 1 << 16
 _HANDSHAKE_STATES: Final = (State.AWAIT_LOGON, State.HANDSHAKE_SENT, State.LOGON_RECEIVED)
+
+
+#: Event loop choices of the long-running commands: ``auto`` is uvloop where installed.
+LOOPS: Final = ("auto", "uvloop", "asyncio")
+_T = TypeVar("_T")
+
+
+def run_on_loop(main: Coroutine[Any, Any, _T], loop: str = "auto") -> _T:
+    """Run ``main`` to completion on a new event loop: ``uvloop`` (it cuts the cost of each read
+    and write, which a sidecar pays on every hop), ``asyncio``, or ``auto``."""
+    if loop not in LOOPS:
+        main.close()
+        raise ValueError(f"event loop {loop!r}: choose one of {', '.join(LOOPS)}")
+    if loop == "auto":
+        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    if loop == "asyncio":
+        return asyncio.run(main)
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        main.close()
+        raise ConfigError(
+            "event loop uvloop: it is not installed (pip install 'fixsecure[uvloop]')"
+        ) from None
+    result: _T = uvloop.run(main)
+    return result
 
 
 def describe_logon(event: LogonAccepted) -> str:
@@ -165,7 +195,7 @@ class FixConnection:
             raise self._end(False, f"connection lost: {exc.__class__.__name__}") from None
         if data:
             self.bytes_in += len(data)
-            self._handle(self.session.receive(data))
+            self._handle(self.session.receive_batch(data))
         else:
             self._handle(self.session.receive_eof())
         ended = self.ended  # _handle (or the handshake timer) may have ended the connection
@@ -186,7 +216,10 @@ class FixConnection:
 
     def _handle(self, events: Iterable[Event]) -> None:
         for event in events:
-            if isinstance(event, MessageReceived):
+            if isinstance(event, MessagesReceived):
+                self._inbox.extend(event.messages)
+                self.messages_in += len(event.ends)
+            elif isinstance(event, MessageReceived):
                 self._inbox.append(event.message)
                 self.messages_in += 1
             elif isinstance(event, LogonAccepted):

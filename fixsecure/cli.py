@@ -8,7 +8,6 @@ cannot stop the others.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixsecure import __version__
+from fixsecure.asyncio import LOOPS, run_on_loop
 from fixsecure.errors import ConfigError
 from fixsecure.suites import DEFAULT_SUITE, SUITES
 
@@ -159,6 +159,13 @@ def _add_service_options(parser: argparse.ArgumentParser, stats: str) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity on stderr (default: %(default)s); message contents are never logged",
     )
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=LOOPS,
+        help="event loop: uvloop (faster, pip install 'fixsecure[uvloop]'), asyncio, or auto: "
+        "uvloop where installed (default: %(default)s)",
+    )
 
 
 def _setup_logging(level: str) -> None:
@@ -221,14 +228,14 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     from fixsecure.proxy import run_proxy  # noqa: PLC0415 - lazy, see module doc
 
     _setup_logging(args.log_level)
-    return asyncio.run(run_proxy(args.config, stats_interval=args.stats))
+    return run_on_loop(run_proxy(args.config, stats_interval=args.stats), args.loop)
 
 
 def _cmd_counterparty(args: argparse.Namespace) -> int:
     from fixsecure.counterparty.runner import run_counterparty  # noqa: PLC0415 - lazy, see module doc
 
     _setup_logging(args.log_level)
-    return asyncio.run(run_counterparty(args.config, stats_interval=args.stats))
+    return run_on_loop(run_counterparty(args.config, stats_interval=args.stats), args.loop)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -98,6 +98,7 @@ SECURE_KEYS: Final[tuple[str, ...]] = (
     "FixSecureLogonRatePerSource",
     "FixSecureLogonRatePerSession",
     "FixSecureDrainTimeout",
+    "FixSecureBusyPoll",
     "FixSecureStatsInterval",
 )
 
@@ -375,6 +376,7 @@ class SecureSettings:
     logon_rate_per_session: int
     drain_timeout: float
     stats_interval: float
+    busy_poll: float  # seconds the proxy keeps polling after traffic before it sleeps (0: off)
 
 
 @dataclass(frozen=True)
@@ -751,6 +753,7 @@ def _secure(reader: _Reader, connection_type: str) -> SecureSettings:
         logon_rate_per_session=_int(reader, "FixSecureLogonRatePerSession", 12, minimum=1),
         drain_timeout=_float(reader, "FixSecureDrainTimeout", 5.0, minimum=0.0, maximum=_HOUR),
         stats_interval=_float(reader, "FixSecureStatsInterval", 0.0, minimum=0.0, maximum=_DAY),
+        busy_poll=_int(reader, "FixSecureBusyPoll", 0, minimum=0, maximum=1_000_000) / 1e6,
     )
 
 

@@ -7,6 +7,7 @@ The same proxy against the real QuickFIX engine, as separate processes, is in te
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run
 
-from fixsecure.benchproxy import free_port
+from fixsecure import hotpath
+from fixsecure.benchproxy import ManagedProcess, free_port
 from fixsecure.endpoint import session_config
 from fixsecure.errors import ConfigError
 from fixsecure.framing import Framer
@@ -497,3 +499,84 @@ FixSecureMaxHalfOpen=7
         await proxy.shutdown(0)
 
     run(main())
+
+
+def _with(config: Path, line: str) -> None:
+    """Add ``line`` to a settings file's [DEFAULT] section."""
+    config.write_text(config.read_text().replace("[DEFAULT]\n", f"[DEFAULT]\n{line}\n", 1))
+
+
+def test_busy_poll_spins_after_traffic_and_stops_one_window_later(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+    window = 0.3  # wide enough that a slow machine cannot let it lapse before the check
+    for config in (topology.bank_cfg, topology.venue_cfg):
+        _with(config, f"FixSecureBusyPoll={int(window * 1e6)}")
+
+    async def main() -> None:
+        async with proxies(topology) as (bank_proxy, venue_proxy, accepted):
+            for proxy in (bank_proxy, venue_proxy):
+                assert proxy.busy_poll is not None
+                assert proxy.busy_poll.window == window
+                assert not proxy.busy_poll.spinning  # nothing read yet: the loop may sleep
+            bank, venue = await log_on(topology, accepted)
+            orders = [order_message(seq) for seq in range(2, 52)]
+            await bank.send(*orders)
+            assert [await venue.receive() for _ in orders] == orders  # forwarded byte-exact
+            assert bank_proxy.busy_poll is not None
+            assert venue_proxy.busy_poll is not None
+            assert bank_proxy.busy_poll.spinning
+            assert venue_proxy.busy_poll.spinning
+            await asyncio.sleep(window * 3)  # a quiet window later, both sleep again
+            assert not bank_proxy.busy_poll.spinning
+            assert not venue_proxy.busy_poll.spinning
+
+    run(main())
+
+
+def test_without_busy_poll_there_is_no_poller(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (bank_proxy, venue_proxy, _):
+            assert bank_proxy.busy_poll is None
+            assert venue_proxy.busy_poll is None
+
+    run(main())
+
+
+def order_message(seq: int) -> bytes:
+    return fix_message(
+        b"D", seq, b"BANK", b"VENUE", [(11, b"O%d" % seq), (55, b"X")], sending_time=now_stamp()
+    )
+
+
+def test_an_engine_closing_inside_a_message_forwards_none_of_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (_, _, accepted):
+            bank, venue = await log_on(topology, accepted)
+            whole, partial = order_message(2), order_message(3)
+            await bank.send(whole, partial[:40])
+            assert await venue.receive() == whole
+            bank.writer.close()
+            assert await venue.closed()  # the link ends; the partial message never arrives
+            assert venue.framer.buffered == 0
+
+    with caplog.at_level("INFO", logger="fixsecure.proxy"):
+        run(main())
+    assert "the engine closed inside a message (40 bytes buffered)" in caplog.text
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_proxy_command_runs_on_the_chosen_loop_and_says_so(tmp_path: Path, loop: str) -> None:
+    topology = write_topology(tmp_path)
+    argv = [sys.executable, "-m", "fixsecure", "proxy", "-c", str(topology.venue_cfg)]
+    proc = ManagedProcess("proxy", [*argv, "--loop", loop], tmp_path, {"PYTHONUNBUFFERED": "1"})
+    try:
+        log = asyncio.run(proc.wait_for_output("fixsecure proxy ready", 20))
+        assert f"event loop {loop}, hot path {hotpath.IMPLEMENTATION}, busy poll off" in log
+    finally:
+        assert proc.stop() == 0  # SIGTERM: drained and exited cleanly

@@ -98,6 +98,7 @@ def test_minimal_file_and_every_default() -> None:
         logon_rate_per_session=12,
         drain_timeout=5.0,
         stats_interval=0.0,
+        busy_poll=0.0,
     )
 
 
@@ -121,6 +122,7 @@ FixSecureLogonRatePerSource=5
 FixSecureLogonRatePerSession=2
 FixSecureDrainTimeout=0
 FixSecureStatsInterval=15
+FixSecureBusyPoll=250
 """
     secure = parse_settings(session("VENUE", "BANK", "acceptor", extra)).sessions[0].secure
     assert secure == SecureSettings(
@@ -142,6 +144,7 @@ FixSecureStatsInterval=15
         logon_rate_per_session=2,
         drain_timeout=0.0,
         stats_interval=15.0,
+        busy_poll=0.00025,
     )
     assert len(SECURE_KEYS) == len(SecureSettings.__dataclass_fields__)
 
@@ -591,6 +594,9 @@ def test_relative_paths_resolve_against_the_settings_file(
         ("FixSecureLogonRatePerSession=-2", "must be at least 1"),
         ("FixSecureDrainTimeout=-0.5", "must be between 0 and 3600, not -0.5"),
         ("FixSecureStatsInterval=soon", "must be a number"),
+        ("FixSecureBusyPoll=-1", "must be between 0 and 1000000, not -1"),
+        ("FixSecureBusyPoll=1000001", "must be between 0 and 1000000, not 1000001"),
+        ("FixSecureBusyPoll=0.5", "must be a whole number, not '0.5'"),
         ("FixSecureAcceptHost=a b", "must be a host name or address"),
     ],
 )
