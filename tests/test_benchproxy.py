@@ -89,15 +89,29 @@ def test_bench_proxy_json_is_complete_and_consistent(report: dict[str, Any]) -> 
         if stunnel["added_p50_us"] > 0:
             expected = row["added_p50_us"] / stunnel["added_p50_us"]
             assert close(row["added_p50_vs_stunnel"], expected, rel=2e-2)
+        assert row["cpu_us_per_round_trip"] >= 0
     assert rows["direct"]["processes"] == 0
+    assert rows["direct"]["cpu_us_per_round_trip"] == 0.0
     assert rows["relay"]["processes"] == rows["stunnel"]["processes"] == 2
-    assert rows["fixsecure"]["processes"] == 2
+    assert rows["fixsecure"]["processes"] == rows["fixsecure-busypoll"]["processes"] == 2
     assert direct["added_p50_us"] == direct["added_p99_us"] == 0.0
     assert stunnel["throughput_vs_stunnel"] == 1.0
+    assert report["hot_path"] in ("c", "python")
+    assert report["event_loop"] in ("uvloop", "asyncio")
     targets = report["targets"]
     assert targets["throughput_vs_stunnel"] == rows["fixsecure"]["throughput_vs_stunnel"]
     assert targets["throughput_met"] == (targets["throughput_vs_stunnel"] >= 0.25)
     assert targets["latency_met"] == (
         rows["fixsecure"]["added_p50_us"] <= stunnel["added_p50_us"]
     )
-    assert targets["native_hot_path_ceiling_msg_per_s"] == rows["relay"]["msg_per_s"]
+    spinning = rows["fixsecure-busypoll"]
+    assert targets["busy_poll_added_p50_us"] == spinning["added_p50_us"]
+    assert targets["busy_poll_latency_met"] == (spinning["added_p50_us"] <= stunnel["added_p50_us"])
+    assert targets["busy_poll_cpu_us_per_round_trip"] == spinning["cpu_us_per_round_trip"]
+    assert targets["relay_msg_per_s"] == rows["relay"]["msg_per_s"]
+    assert close(
+        targets["protocol_cpu_us_per_msg"],
+        rows["fixsecure"]["cpu_us_per_msg"] - rows["relay"]["cpu_us_per_msg"],
+        abs_=0.011,
+    )
+
