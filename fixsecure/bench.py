@@ -6,6 +6,9 @@ Measured on one core, in one process, on one 200-byte NewOrderSingle:
   validated, header split, AEAD, base64, new BodyLength and CheckSum);
 - **decrypt path**: wire bytes → plaintext bytes (framing and checksum validated, layout checked,
   base64 decoded strictly, AEAD verified, original message rebuilt);
+- **stream encrypt / decrypt**: the same work through ``Session.send_data`` and
+  ``Session.receive_batch`` on 64 KiB reads, as the proxy does it: whole runs of messages per call
+  (``specs/hot-path.md``), in C where the extension is built;
 - **naive pipeline** baseline: simplefix parse → AES-GCM → simplefix encode, what a first attempt
   would do;
 - **bare AEAD** baseline: one ``AESGCM.encrypt`` of the same body with the same AD;
@@ -27,8 +30,10 @@ from dataclasses import asdict, dataclass
 import simplefix
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from fixsecure import wire
+from fixsecure import hotpath, wire
+from fixsecure.asyncio import READ_SIZE
 from fixsecure.memory import fix_message, order_fields, session_pair
+from fixsecure.session import MessageReceived, MessagesReceived
 from fixsecure.suites import DEFAULT_SUITE
 
 __all__ = ["CoreResult", "new_order_single", "run_core", "sized"]
@@ -67,10 +72,13 @@ class CoreResult:
     messages: int
     encrypt_us: float
     decrypt_us: float
+    stream_encrypt_us: float  # Session.send_data over 64 KiB reads, the proxy's path
+    stream_decrypt_us: float  # Session.receive_batch over 64 KiB reads
     naive_us: float
     bare_aead_us: float
     handshake_initiator_us: float
     handshake_acceptor_us: float
+    hot_path: str = hotpath.IMPLEMENTATION
 
     @property
     def encrypt_speedup_vs_naive(self) -> float:
@@ -119,6 +127,20 @@ class CoreResult:
                     f"{self.decrypt_speedup_vs_naive:.1f}× naive, "
                     f"{self.decrypt_vs_bare_aead:.1f}× bare AEAD",
                 ),
+                row(
+                    "stream encrypt",
+                    self.stream_encrypt_us,
+                    f"send_data, 64 KiB reads, hot path {self.hot_path}: "
+                    f"{self.naive_us / self.stream_encrypt_us:.0f}× naive, "
+                    f"{self.stream_encrypt_us / self.bare_aead_us:.1f}× bare AEAD",
+                ),
+                row(
+                    "stream decrypt",
+                    self.stream_decrypt_us,
+                    f"receive_batch, 64 KiB reads: "
+                    f"{self.naive_us / self.stream_decrypt_us:.0f}× naive, "
+                    f"{self.stream_decrypt_us / self.bare_aead_us:.1f}× bare AEAD",
+                ),
                 row("naive pipeline", self.naive_us, "simplefix parse → AES-GCM → encode"),
                 row("bare AEAD", self.bare_aead_us, "AESGCM.encrypt of the body, header as AD"),
                 f"  handshake: initiator {self.handshake_initiator_us:.0f} µs, "
@@ -126,6 +148,34 @@ class CoreResult:
                 "(Logon + reply, all DH and checks included)",
             ]
         )
+
+
+def _stream_run(
+    suite: str, logon: bytes, reply: bytes, message: bytes, messages: int
+) -> tuple[float, float]:
+    """µs per message of send_data and of receive_batch over 64 KiB reads, the way the proxy
+    moves a stream (reads end mid-message); the delivered stream is checked byte-exact."""
+    pair = session_pair(suite)
+    pair.acceptor.receive(pair.initiator.send(logon))
+    pair.initiator.receive(pair.acceptor.send(reply))
+    stream = message * messages
+    reads = [stream[at : at + READ_SIZE] for at in range(0, len(stream), READ_SIZE)]
+    t0 = time.perf_counter_ns()
+    protected = [pair.initiator.send_data(read) for read in reads]
+    t1 = time.perf_counter_ns()
+    sent = b"".join(protected)
+    arrived = [sent[at : at + READ_SIZE] for at in range(0, len(sent), READ_SIZE)]
+    t2 = time.perf_counter_ns()
+    events = [event for read in arrived for event in pair.acceptor.receive_batch(read)]
+    t3 = time.perf_counter_ns()
+    delivered = b"".join(
+        e.data if isinstance(e, MessagesReceived) else e.message
+        for e in events
+        if isinstance(e, MessagesReceived | MessageReceived)
+    )
+    if delivered != stream:
+        raise AssertionError("the stream did not arrive byte-exact")
+    return (t1 - t0) / messages / 1000, (t3 - t2) / messages / 1000
 
 
 def _best(run: Callable[[], None], count: int, repeats: int) -> float:
@@ -171,7 +221,7 @@ def run_core(
     logon = fix_message(b"A", 1, b"BANK", b"VENUE", [(98, 0), (108, 30)])
     reply = fix_message(b"A", 1, b"VENUE", b"BANK", [(98, 0), (108, 30)])
     handshake_i = handshake_a = float("inf")
-    encrypt_us = decrypt_us = float("inf")
+    encrypt_us = decrypt_us = stream_encrypt_us = stream_decrypt_us = float("inf")
     wire_bytes = 0
     for _ in range(repeats):
         pair = session_pair(suite)
@@ -196,6 +246,9 @@ def run_core(
         encrypt_us = min(encrypt_us, (t1 - t0) / messages / 1000)
         decrypt_us = min(decrypt_us, (t2 - t1) / messages / 1000)
         wire_bytes = len(wires[0])
+        stream = _stream_run(suite, logon, reply, message, messages)
+        stream_encrypt_us = min(stream_encrypt_us, stream[0])
+        stream_decrypt_us = min(stream_decrypt_us, stream[1])
 
     parts = wire.parse(message, len(message))
     ad = wire.associated_data(message, parts)
@@ -221,6 +274,8 @@ def run_core(
         messages=messages,
         encrypt_us=round(encrypt_us, 3),
         decrypt_us=round(decrypt_us, 3),
+        stream_encrypt_us=round(stream_encrypt_us, 3),
+        stream_decrypt_us=round(stream_decrypt_us, 3),
         naive_us=round(_best(naive_run, naive_count, repeats), 3),
         bare_aead_us=round(_best(bare_run, messages, repeats), 3),
         handshake_initiator_us=round(handshake_i, 1),

@@ -47,8 +47,16 @@ def test_bench_core_prints_ratios_from_one_run(capsys: pytest.CaptureFixture[str
     result = json.loads(capsys.readouterr().out)
     assert result["message_bytes"] == 200
     assert result["wire_bytes"] > 200
-    for key in ("encrypt_us", "decrypt_us", "naive_us", "bare_aead_us"):
+    for key in (
+        "encrypt_us",
+        "decrypt_us",
+        "stream_encrypt_us",
+        "stream_decrypt_us",
+        "naive_us",
+        "bare_aead_us",
+    ):
         assert result[key] > 0
+    assert result["hot_path"] in ("c", "python")
     assert result["encrypt_speedup_vs_naive"] == pytest.approx(
         result["naive_us"] / result["encrypt_us"], rel=0.01
     )
