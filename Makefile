@@ -72,19 +72,22 @@ test-reference: venv
 # The C hot path rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer, and the tests that
 # feed it valid, cut, mutated and arbitrary bytes run on that build (PYTHONMALLOC=malloc so ASan
 # sees every Python object; --capture=sys so its report reaches the terminal).
-CC ?= gcc
+# The portable build (no SSE2 CheckSum) runs the differential tests too.
 SANITIZED := build/sanitize/_hotpath.so
+SANITIZED_PORTABLE := build/sanitize/portable/_hotpath.so
+SANITIZE_CFLAGS = -shared -fPIC -std=c11 -O1 -g -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all \
+	-I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+SANITIZE_RUN = PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	PYTHONPATH=tests $(BIN)/python -m pytest -p sanitized --capture=sys -q
 sanitize: venv
-	@mkdir -p $(dir $(SANITIZED))
-	$(CC) -shared -fPIC -std=c11 -O1 -g -fno-omit-frame-pointer \
-	  -fsanitize=address,undefined -fno-sanitize-recover=all \
-	  -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-	  fixsecure/_hotpath.c -o $(SANITIZED)
-	PYTHONMALLOC=malloc ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-	  LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
-	  FIXSECURE_SANITIZED=$(CURDIR)/$(SANITIZED) PYTHONPATH=tests \
-	  $(BIN)/python -m pytest -p sanitized --capture=sys -q \
+	@mkdir -p $(dir $(SANITIZED_PORTABLE))
+	$(CC) $(SANITIZE_CFLAGS) fixsecure/_hotpath.c -o $(SANITIZED)
+	$(CC) $(SANITIZE_CFLAGS) -DFIXSECURE_NO_SIMD fixsecure/_hotpath.c -o $(SANITIZED_PORTABLE)
+	FIXSECURE_SANITIZED=$(CURDIR)/$(SANITIZED) $(SANITIZE_RUN) \
 	  tests/test_hotpath.py tests/test_session.py tests/test_attacks.py tests/test_connection_attacks.py
+	FIXSECURE_SANITIZED=$(CURDIR)/$(SANITIZED_PORTABLE) $(SANITIZE_RUN) tests/test_hotpath.py
 
 test-fast: check-static
 	$(BIN)/python -m pytest -m 'not slow' $(PYTEST_ARGS)

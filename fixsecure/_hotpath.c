@@ -174,6 +174,30 @@ parse_header(const unsigned char *b, Py_ssize_t limit, const unsigned char *tabl
     return 0;
 }
 
+#if defined(__SSE2__) && !defined(FIXSECURE_NO_SIMD) /* make sanitize tests both versions */
+#include <emmintrin.h>
+
+/* The byte sum modulo 256 (FIX CheckSum): SSE2's PSADBW adds 8 bytes into each 64-bit lane,
+ * and 64-bit lanes cannot overflow. */
+static unsigned int
+byte_sum(const unsigned char *b, Py_ssize_t n)
+{
+    const __m128i zero = _mm_setzero_si128();
+    __m128i acc = zero;
+    uint64_t lanes[2];
+    Py_ssize_t i = 0;
+    for (; n - i >= 16; i += 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(b + i));
+        acc = _mm_add_epi64(acc, _mm_sad_epu8(v, zero));
+    }
+    _mm_storeu_si128((__m128i *)(void *)lanes, acc);
+    uint64_t total = lanes[0] + lanes[1];
+    for (; i < n; i++) {
+        total += b[i];
+    }
+    return (unsigned int)(total & 0xFF);
+}
+#else
 /* The byte sum modulo 256 (FIX CheckSum), eight bytes at a time: each step adds two of a word's
  * bytes into each of four 16-bit lanes, at most 2 * 255 = 510, so a block of 128 words (at most
  * 65,280 per lane) cannot carry from one lane into the next. */
@@ -200,6 +224,7 @@ byte_sum(const unsigned char *b, Py_ssize_t n)
     }
     return (unsigned int)(total & 0xFF);
 }
+#endif
 
 /* SOH "10=" ddd SOH at the trailer, ddd being the byte sum of [start, trailer) mod 256. */
 static int
@@ -218,7 +243,11 @@ trailer_ok(const unsigned char *b, const frame *f)
 
 static const char b64_alphabet[] =
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-static signed char b64_values[256];
+static signed char b64_values[256];   /* -1 outside the alphabet */
+static unsigned char b64_pairs[4096][2]; /* two characters for each 12 bits */
+/* A character's 6 bits pre-shifted to each position of a quantum; BAD outside the alphabet. */
+#define BAD 0x01000000u
+static uint32_t b64_shifted[4][256];
 
 static void
 b64_init(void)
@@ -226,6 +255,16 @@ b64_init(void)
     memset(b64_values, -1, sizeof b64_values);
     for (int i = 0; i < 64; i++) {
         b64_values[(unsigned char)b64_alphabet[i]] = (signed char)i;
+    }
+    for (int i = 0; i < 4096; i++) {
+        b64_pairs[i][0] = (unsigned char)b64_alphabet[i >> 6];
+        b64_pairs[i][1] = (unsigned char)b64_alphabet[i & 63];
+    }
+    for (int c = 0; c < 256; c++) {
+        int v = b64_values[c];
+        for (int k = 0; k < 4; k++) {
+            b64_shifted[k][c] = v < 0 ? BAD : (uint32_t)v << (18 - 6 * k);
+        }
     }
 }
 
@@ -239,12 +278,11 @@ static void
 b64_encode(const unsigned char *in, Py_ssize_t n, unsigned char *out)
 {
     Py_ssize_t i = 0;
-    for (; i + 3 <= n; i += 3) {
+    for (; n - i >= 3; i += 3) {
         uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        *out++ = (unsigned char)b64_alphabet[v >> 18];
-        *out++ = (unsigned char)b64_alphabet[v >> 12 & 63];
-        *out++ = (unsigned char)b64_alphabet[v >> 6 & 63];
-        *out++ = (unsigned char)b64_alphabet[v & 63];
+        memcpy(out, b64_pairs[v >> 12], 2);
+        memcpy(out + 2, b64_pairs[v & 0xFFF], 2);
+        out += 4;
     }
     if (n - i == 1) {
         uint32_t v = (uint32_t)in[i] << 16;
@@ -281,34 +319,29 @@ static int
 b64_decode(const unsigned char *s, Py_ssize_t n, unsigned char *out)
 {
     Py_ssize_t full = n == 0 ? 0 : (s[n - 1] == '=' ? n - 4 : n);
-    int bad = 0;
+    uint32_t bad = 0;
     Py_ssize_t i = 0;
     for (; i < full; i += 4) {
-        int v0 = b64_values[s[i]], v1 = b64_values[s[i + 1]];
-        int v2 = b64_values[s[i + 2]], v3 = b64_values[s[i + 3]];
-        bad |= v0 | v1 | v2 | v3; /* -1 for any invalid character */
-        uint32_t v = (uint32_t)(v0 & 63) << 18 | (uint32_t)(v1 & 63) << 12 |
-                     (uint32_t)(v2 & 63) << 6 | (uint32_t)(v3 & 63);
+        uint32_t v = b64_shifted[0][s[i]] | b64_shifted[1][s[i + 1]] |
+                     b64_shifted[2][s[i + 2]] | b64_shifted[3][s[i + 3]];
+        bad |= v;
         *out++ = (unsigned char)(v >> 16);
         *out++ = (unsigned char)(v >> 8 & 0xFF);
         *out++ = (unsigned char)(v & 0xFF);
     }
     if (i < n) { /* the padded last quantum: "xx==" or "xxx=" */
-        int v0 = b64_values[s[i]], v1 = b64_values[s[i + 1]];
-        bad |= v0 | v1;
+        uint32_t v = b64_shifted[0][s[i]] | b64_shifted[1][s[i + 1]];
         if (s[i + 2] == '=') {
-            bad |= (v1 & 0x0F) ? -1 : 0;
-            *out = (unsigned char)((v0 & 63) << 2 | (v1 & 63) >> 4);
+            bad |= v | ((v & 0xF000) ? BAD : 0); /* the 4 bits the padding leaves unused */
+            *out = (unsigned char)(v >> 16);
         } else {
-            int v2 = b64_values[s[i + 2]];
-            bad |= v2 | ((v2 & 0x03) ? -1 : 0);
-            uint32_t v = (uint32_t)(v0 & 63) << 18 | (uint32_t)(v1 & 63) << 12 |
-                         (uint32_t)(v2 & 63) << 6;
+            v |= b64_shifted[2][s[i + 2]];
+            bad |= v | ((v & 0xC0) ? BAD : 0); /* the 2 bits the padding leaves unused */
             out[0] = (unsigned char)(v >> 16);
             out[1] = (unsigned char)(v >> 8 & 0xFF);
         }
     }
-    return bad < 0 ? -1 : 0;
+    return (bad & BAD) ? -1 : 0;
 }
 
 /* -- shared pieces ------------------------------------------------------------------------------ */

@@ -349,12 +349,14 @@ class _Direction:
     # A run stops at the next Rekey and at the caps, so every message in it is treated exactly as
     # seal()/open() would treat it; the loops commit each run, rekey, and go on.
 
-    def seal_run(self, buf: bytes, max_size: int) -> tuple[int, list[bytes], int, bool]:
-        """Protect the run of plaintext messages at the start of ``buf``: (end, wire parts,
-        messages, whether one was a Logout)."""
+    def seal_run(
+        self, buf: bytes, start: int, max_size: int
+    ) -> tuple[int, list[bytes], int, bool]:
+        """Protect the run of plaintext messages at ``buf[start:]``: (end, wire parts, messages,
+        whether one was a Logout)."""
         cipher = self.cipher
         out: list[bytes] = []
-        pos = total = 0
+        pos, total = start, 0
         logout = False
         while (allowed := _allowed(cipher.n)) > 0:
             end, protected, sealed, body_bytes, saw_logout = self.runner.seal(
@@ -374,14 +376,14 @@ class _Direction:
         return pos, out, total, logout
 
     def open_run(
-        self, buf: bytes, max_wire: int, max_size: int
+        self, buf: bytes, start: int, max_wire: int, max_size: int
     ) -> tuple[int, bytes, list[int], bool]:
-        """Open the run of transport messages at the start of ``buf``: (end, the plaintexts back
-        to back, where each ends, whether one was a Logout)."""
+        """Open the run of transport messages at ``buf[start:]``: (end, the plaintexts back to
+        back, where each ends, whether one was a Logout)."""
         cipher = self.cipher
         data = b""
         ends: list[int] = []
-        pos = 0
+        pos = start
         logout = False
         while (allowed := _allowed(cipher.n)) > 0:
             end, plain, plain_ends, body_bytes, saw_logout = self.runner.open(
@@ -409,14 +411,14 @@ def _allowed(n: int) -> int:
     return min(REKEY_INTERVAL - (n & _REKEY_MASK), MAX_MESSAGES - n)
 
 
-def _complete_split(framer: Framer, data: bytes) -> tuple[bytes | None, bytes]:
+def _complete_split(framer: Framer, data: bytes) -> tuple[bytes | None, int]:
     """The message ``framer`` holds the start of, completed from the head of ``data`` when
-    ``data`` has the rest: (message, the rest of data). Otherwise (None, data) untouched."""
+    ``data`` has the rest: (message, where the rest of data starts). Otherwise (None, 0)."""
     needed = framer.needed(data)
     if needed is None or not 0 < needed <= len(data):
-        return None, data
+        return None, 0
     framer.feed(data[:needed])
-    return framer.next_message(), data[needed:]
+    return framer.next_message(), needed
 
 
 class _Refused(Exception):
@@ -570,18 +572,21 @@ class Session:
         """
         framer = self._local_framer
         out: list[bytes] = []
+        start = 0  # where the bytes not yet handled begin; a read is never sliced before a run
         try:
             if self.state is State.ESTABLISHED:
                 buffered = framer.buffered
                 if buffered:  # a message split across reads: complete it, then the fast path
-                    message, data = _complete_split(framer, data)
+                    message, start = _complete_split(framer, data)
                     if message is not None:
                         out.append(self.send(message))
                     buffered = framer.buffered
-                if data and not buffered:
+                if start < len(data) and not buffered:
                     assert self._send is not None
                     try:
-                        pos, protected, count, logout = self._send.seal_run(data, self._limit)
+                        pos, protected, count, logout = self._send.seal_run(
+                            data, start, self._limit
+                        )
                     except BaseException:
                         self._fail_closed()
                         raise
@@ -589,13 +594,13 @@ class Session:
                     self.messages_sent += count
                     if logout:
                         self.logout_sent = True
-                    if pos:
-                        framer.skip(pos)
+                    if pos > start:
+                        framer.skip(pos - start)
                         if pos == len(data):
                             return b"".join(out)
-                        data = data[pos:]
-            if data:
-                framer.feed(data)
+                        start = pos
+            if start < len(data):
+                framer.feed(data[start:] if start else data)
             while (message := framer.next_message()) is not None:
                 out.append(self.send(message))
         except FramingError as exc:
@@ -750,21 +755,22 @@ class Session:
         try:
             if self.state is State.ESTABLISHED:
                 buffered = framer.buffered
+                start = 0  # where the bytes not yet handled begin; the read is not sliced
                 if buffered:
                     # A message split across reads: complete it from the head of this read, so
                     # the rest of the read can take the hot path again.
-                    framed, data = _complete_split(framer, data)
+                    framed, start = _complete_split(framer, data)
                     if framed is not None:
                         append(self._open(framed, *wire.transport(framed)))
                     buffered = framer.buffered
-                if data and not buffered and self.state is State.ESTABLISHED:
+                if start < len(data) and not buffered and self.state is State.ESTABLISHED:
                     # The hot path: runs of whole transport messages straight from the read. What
                     # a run stops at (a partial message, anything malformed) is left to the
                     # framer below, which waits for more bytes or names the problem exactly.
                     assert self._recv is not None
                     try:
                         pos, plain, ends, logout = self._recv.open_run(
-                            data, framer.max_message_size, self._limit
+                            data, start, framer.max_message_size, self._limit
                         )
                     except BaseException:
                         self._fail_closed()
@@ -773,11 +779,13 @@ class Session:
                         append(MessagesReceived(plain, tuple(ends)))
                         if logout:
                             self.logout_received = True
-                    if pos:
-                        framer.skip(pos)
+                    if pos > start:
+                        framer.skip(pos - start)
                         if pos == len(data):
                             return events
-                        data = data[pos:]
+                        start = pos
+                if start:
+                    data = data[start:]
             framer.feed(data)
             while not self.closed and (framed := framer.next_message()) is not None:
                 if self.state is State.ESTABLISHED:

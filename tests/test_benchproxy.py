@@ -109,6 +109,8 @@ def test_bench_proxy_json_is_complete_and_consistent(report: dict[str, Any]) -> 
     assert targets["busy_poll_latency_met"] == (spinning["added_p50_us"] <= stunnel["added_p50_us"])
     assert targets["busy_poll_cpu_us_per_round_trip"] == spinning["cpu_us_per_round_trip"]
     assert targets["relay_msg_per_s"] == rows["relay"]["msg_per_s"]
+    assert targets["proxies_cpu_us_per_msg"] == rows["fixsecure"]["cpu_us_per_msg"]
+    assert targets["cpu_budget_us_per_msg"] > 0
     assert close(
         targets["protocol_cpu_us_per_msg"],
         rows["fixsecure"]["cpu_us_per_msg"] - rows["relay"]["cpu_us_per_msg"],
