@@ -384,15 +384,11 @@ put_trailer(unsigned char *begin, unsigned char *out)
     return out + TRAILER;
 }
 
-/* One direction's AEAD calls: the bound method (aead.encrypt_into or aead.decrypt_into) and
- * scratch buffers rewritten for every message — the nonce, the AD, the input and the output —
- * so a message costs no allocation. The AEAD reads and writes them during the call and keeps
- * nothing; decrypt_into leaves zeros in the output when authentication fails. */
+/* One direction's AEAD calls: the bound method (aead.encrypt_into or aead.decrypt_into), and the
+ * output buffer it writes, reused for every message. The nonce, AD and input go in as fresh bytes
+ * objects, which the AEAD reads without the buffer protocol's cost; it keeps none of them. */
 typedef struct {
     PyObject *method;
-    PyObject *nonce;  /* bytearray(12): 32 zero bits, then the 64-bit counter */
-    PyObject *ad;     /* bytearray: "8=B" SOH || H */
-    PyObject *input;  /* bytearray: the body (seal) or the decoded SecureData (open) */
     PyObject *output; /* bytearray: the ciphertext (seal) or the body (open) */
 } aead_call;
 
@@ -407,15 +403,9 @@ aead_call_init(aead_call *c, PyObject *aead, PyObject *name)
         return -1;
     }
     c->method = PyObject_GetAttr(aead, name);
-    c->nonce = c->method ? PyByteArray_FromStringAndSize("\0\0\0\0\0\0\0\0\0\0\0\0", 12) : NULL;
-    c->ad = c->nonce ? PyByteArray_FromStringAndSize(NULL, 0) : NULL;
-    c->input = c->ad ? PyByteArray_FromStringAndSize(NULL, 0) : NULL;
-    c->output = c->input ? PyByteArray_FromStringAndSize(NULL, 0) : NULL;
+    c->output = c->method ? PyByteArray_FromStringAndSize(NULL, 0) : NULL;
     if (c->output == NULL) {
         Py_CLEAR(c->method);
-        Py_CLEAR(c->nonce);
-        Py_CLEAR(c->ad);
-        Py_CLEAR(c->input);
         return -1;
     }
     return 0;
@@ -425,49 +415,40 @@ static void
 aead_call_clear(aead_call *c)
 {
     Py_CLEAR(c->method);
-    Py_CLEAR(c->nonce);
-    Py_CLEAR(c->ad);
-    Py_CLEAR(c->input);
     Py_CLEAR(c->output);
 }
 
-/* Size the input and output scratch buffers for one message; their data pointers, or -1. */
-static int
-aead_call_size(aead_call *c, Py_ssize_t input, Py_ssize_t output, unsigned char **in,
-               unsigned char **out)
+/* method(nonce n, input, AD of the message f, output of `output_len` bytes): the output's data,
+ * or NULL with the exception set. `input` is consumed (its reference is released). */
+static unsigned char *
+aead_call_run(aead_call *c, int little_endian, uint64_t n, PyObject *input, Py_ssize_t output_len,
+              const unsigned char *b, const frame *f)
 {
-    if (PyByteArray_Resize(c->input, input) < 0 || PyByteArray_Resize(c->output, output) < 0) {
-        return -1;
-    }
-    *in = (unsigned char *)PyByteArray_AS_STRING(c->input);
-    *out = (unsigned char *)PyByteArray_AS_STRING(c->output);
-    return 0;
-}
-
-/* method(nonce n, input, AD of the message f, output): 0, or -1 with the exception set. */
-static int
-aead_call_run(aead_call *c, int little_endian, uint64_t n, const unsigned char *b, const frame *f)
-{
-    unsigned char *nonce = (unsigned char *)PyByteArray_AS_STRING(c->nonce);
+    unsigned char nonce_bytes[12] = {0};
     Py_ssize_t begin = f->length_start - f->start;
     Py_ssize_t header = f->header_end - f->header_start;
-    PyObject *args[5] = {NULL, c->nonce, c->input, c->ad, c->output};
-    PyObject *written;
+    PyObject *nonce, *ad, *written = NULL;
     for (int i = 0; i < 8; i++) {
-        nonce[little_endian ? 4 + i : 11 - i] = (unsigned char)(n >> (8 * i));
+        nonce_bytes[little_endian ? 4 + i : 11 - i] = (unsigned char)(n >> (8 * i));
     }
-    if (PyByteArray_Resize(c->ad, begin + header) < 0) {
-        return -1;
+    nonce = PyBytes_FromStringAndSize((const char *)nonce_bytes, 12);
+    ad = nonce ? PyBytes_FromStringAndSize(NULL, begin + header) : NULL;
+    if (ad != NULL && PyByteArray_Resize(c->output, output_len) == 0) {
+        char *p = PyBytes_AS_STRING(ad);
+        memcpy(p, b + f->start, (size_t)begin);
+        memcpy(p + begin, b + f->header_start, (size_t)header);
+        PyObject *args[5] = {NULL, nonce, input, ad, c->output};
+        written = PyObject_Vectorcall(c->method, args + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      NULL);
     }
-    char *ad = PyByteArray_AS_STRING(c->ad);
-    memcpy(ad, b + f->start, (size_t)begin);
-    memcpy(ad + begin, b + f->header_start, (size_t)header);
-    written = PyObject_Vectorcall(c->method, args + 1, 4 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+    Py_XDECREF(nonce);
+    Py_XDECREF(ad);
+    Py_DECREF(input);
     if (written == NULL) {
-        return -1;
+        return NULL;
     }
     Py_DECREF(written);
-    return 0;
+    return (unsigned char *)PyByteArray_AS_STRING(c->output);
 }
 
 /* -- the runner ----------------------------------------------------------------------------- */
@@ -617,7 +598,8 @@ runner_seal(Runner *self, PyObject *const *args, Py_ssize_t nargs)
     pos = a.start;
     while (pos < len && sealed < a.count) {
         frame f;
-        unsigned char *plain, *cipher;
+        PyObject *plain;
+        unsigned char *cipher;
         if (parse_prefix(b, len, pos, &f) < 0 || f.end > len || f.end - pos > a.max_plain ||
             !trailer_ok(b, &f) || parse_header(b, f.trailer, self->table, self->table_len, &f) < 0) {
             break;
@@ -632,13 +614,14 @@ runner_seal(Runner *self, PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t header = f.header_end - f.header_start;
         Py_ssize_t length = header + digits_of(text) + text + 8; /* "90=" SOH "91=" SOH */
         Py_ssize_t need = begin + 2 + digits_of(length) + 1 + length + TRAILER;
-        if (aead_call_size(&self->encrypt, body, sealed_len, &plain, &cipher) < 0 ||
-            reserve(&out, used, need) < 0) {
+        if (reserve(&out, used, need) < 0) {
             goto done;
         }
-        memcpy(plain, b + f.header_end, (size_t)body);
-        if (aead_call_run(&self->encrypt, self->little_endian, a.nonce + (uint64_t)sealed, b, &f) <
-            0) {
+        plain = PyBytes_FromStringAndSize((const char *)b + f.header_end, body);
+        cipher = plain ? aead_call_run(&self->encrypt, self->little_endian,
+                                       a.nonce + (uint64_t)sealed, plain, sealed_len, b, &f)
+                       : NULL;
+        if (cipher == NULL) {
             goto done; /* never expected: raise, and the session fails closed */
         }
         unsigned char *m = (unsigned char *)PyBytes_AS_STRING(out) + used;
@@ -741,7 +724,8 @@ runner_open(Runner *self, PyObject *const *args, Py_ssize_t nargs)
     while (pos < len && PyList_GET_SIZE(ends) < a.count) {
         frame f;
         Py_ssize_t text_start, text_len;
-        unsigned char *sealed, *plain;
+        PyObject *sealed;
+        unsigned char *plain;
         if (parse_prefix(b, len, pos, &f) < 0 || f.end - pos > a.max_wire || f.end > len ||
             !trailer_ok(b, &f) ||
             parse_header(b, f.trailer, self->table, self->table_len, &f) < 0 ||
@@ -764,14 +748,17 @@ runner_open(Runner *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_SetString(PyExc_SystemError, "open run: output larger than its input");
             goto done;
         }
-        if (aead_call_size(&self->decrypt, sealed_len, body, &sealed, &plain) < 0) {
+        sealed = PyBytes_FromStringAndSize(NULL, sealed_len);
+        if (sealed == NULL) {
             goto done;
         }
-        if (b64_decode(b + text_start, text_len, sealed) < 0) {
+        if (b64_decode(b + text_start, text_len, (unsigned char *)PyBytes_AS_STRING(sealed)) < 0) {
+            Py_DECREF(sealed);
             break;
         }
-        if (aead_call_run(&self->decrypt, self->little_endian,
-                          a.nonce + (uint64_t)PyList_GET_SIZE(ends), b, &f) < 0) {
+        plain = aead_call_run(&self->decrypt, self->little_endian,
+                              a.nonce + (uint64_t)PyList_GET_SIZE(ends), sealed, body, b, &f);
+        if (plain == NULL) {
             if (!PyErr_ExceptionMatches(invalid_tag)) {
                 goto done;
             }

@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from fixsecure import hotpath
-from fixsecure.asyncio import run_on_loop
+from fixsecure.asyncio import run_on_loop, tune_allocator
 from fixsecure.bench import new_order_single, sized
 from fixsecure.framing import Framer
 from fixsecure.memory import fix_message, format_timestamp
@@ -1132,6 +1132,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     relay.add_argument("upstream", metavar="HOST:PORT")
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
+    tune_allocator()  # as the proxy does: the relay is its I/O without the protocol work
     run_on_loop(run_relay(Address(host, int(port))))
     return 0
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixsecure import __version__
-from fixsecure.asyncio import LOOPS, run_on_loop
+from fixsecure.asyncio import LOOPS, run_on_loop, tune_allocator
 from fixsecure.errors import ConfigError
 from fixsecure.suites import DEFAULT_SUITE, SUITES
 
@@ -228,6 +228,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
     from fixsecure.proxy import run_proxy  # noqa: PLC0415 - lazy, see module doc
 
     _setup_logging(args.log_level)
+    tune_allocator()
     return run_on_loop(run_proxy(args.config, stats_interval=args.stats), args.loop)
 
 
@@ -235,6 +236,7 @@ def _cmd_counterparty(args: argparse.Namespace) -> int:
     from fixsecure.counterparty.runner import run_counterparty  # noqa: PLC0415 - lazy, see module doc
 
     _setup_logging(args.log_level)
+    tune_allocator()
     return run_on_loop(run_counterparty(args.config, stats_interval=args.stats), args.loop)
 
 

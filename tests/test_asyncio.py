@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import platform
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ import pytest
 from conftest import STAMP, clock, logon, order, run
 
 from fixsecure.admission import Admission
-from fixsecure.asyncio import FixConnection, connect, run_on_loop, serve
+from fixsecure.asyncio import FixConnection, connect, run_on_loop, serve, tune_allocator
 from fixsecure.errors import ConfigError, ConnectionEnded, LocalProtocolError
 from fixsecure.memory import SessionPair, fix_message, session_pair
 
@@ -333,3 +334,11 @@ def test_a_missing_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
     with pytest.raises(ConfigError, match=r"pip install 'fixsecure\[uvloop\]'"):
         run_on_loop(_which_loop(), "uvloop")
+
+
+def test_the_allocator_is_tuned_where_the_c_library_is_glibc() -> None:
+    """tune_allocator() sets fixed trim and mmap thresholds through mallopt on glibc (this
+    machine), and reports whether glibc accepted them."""
+    applied = tune_allocator()
+    assert applied == (platform.libc_ver()[0] == "glibc")
+    assert tune_allocator() == applied  # idempotent
