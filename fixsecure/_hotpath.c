@@ -369,6 +369,22 @@ put_decimal(unsigned char *out, Py_ssize_t v)
     return d;
 }
 
+/* "8=B" SOH "9=" length SOH H: how every rebuilt or protected message starts. Returns its end. */
+static unsigned char *
+put_head(unsigned char *p, const unsigned char *b, const frame *f, Py_ssize_t length)
+{
+    Py_ssize_t begin = f->length_start - f->start;
+    Py_ssize_t header = f->header_end - f->header_start;
+    memcpy(p, b + f->start, (size_t)begin);
+    p += begin;
+    *p++ = '9';
+    *p++ = '=';
+    p += put_decimal(p, length);
+    *p++ = SOH;
+    memcpy(p, b + f->header_start, (size_t)header);
+    return p + header;
+}
+
 /* "10=ddd" SOH for the bytes [begin, out). */
 static unsigned char *
 put_trailer(unsigned char *begin, unsigned char *out)
@@ -625,15 +641,7 @@ runner_seal(Runner *self, PyObject *const *args, Py_ssize_t nargs)
             goto done; /* never expected: raise, and the session fails closed */
         }
         unsigned char *m = (unsigned char *)PyBytes_AS_STRING(out) + used;
-        unsigned char *p = m;
-        memcpy(p, b + f.start, (size_t)begin);
-        p += begin;
-        *p++ = '9';
-        *p++ = '=';
-        p += put_decimal(p, length);
-        *p++ = SOH;
-        memcpy(p, b + f.header_start, (size_t)header);
-        p += header;
+        unsigned char *p = put_head(m, b, &f, length);
         memcpy(p, "90=", 3);
         p += 3;
         p += put_decimal(p, text);
@@ -766,15 +774,7 @@ runner_open(Runner *self, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         unsigned char *m = (unsigned char *)PyBytes_AS_STRING(out) + used;
-        unsigned char *p = m;
-        memcpy(p, b + f.start, (size_t)begin);
-        p += begin;
-        *p++ = '9';
-        *p++ = '=';
-        p += put_decimal(p, length);
-        *p++ = SOH;
-        memcpy(p, b + f.header_start, (size_t)header);
-        p += header;
+        unsigned char *p = put_head(m, b, &f, length);
         memcpy(p, plain, (size_t)body);
         p += body;
         put_trailer(m, p);

@@ -1,5 +1,5 @@
-# The C extension fixsecure/_hotpath.c: the runs of specs/hot-path.md. fixsecure.hotpath holds the
-# reference implementation, ReferenceRunner, with the same signatures and results.
+# The C extension fixsecure/_hotpath.c: the runner of specs/hot-path.md. The protocol and the
+# Python version (ReferenceRunner) are in fixsecure.hotpath; results are identical.
 from fixsecure.hotpath import Aead, OpenResult, SealResult
 
 class Runner:

@@ -13,9 +13,10 @@ A :class:`Runner` serves one key. Two implementations of one contract: the C ext
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 from cryptography.exceptions import InvalidTag
 
@@ -39,6 +40,8 @@ HEADER_TAGS: Final = bytes(
     1 if tag in wire.CLEAR_HEADER_TAGS else 0 for tag in range(max(wire.CLEAR_HEADER_TAGS) + 1)
 )
 _TAG_BYTES: Final = 16
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 _NONCE: Final = {f.little_endian: f.nonce for f in CIPHER_FUNCTIONS.values()}
 
 
@@ -96,6 +99,24 @@ def _check(buf: bytes, start: int, nonce: int, count: int, budget: int, *sizes: 
         raise ValueError("start is outside the buffer")
 
 
+def _one_caller(
+    method: Callable[Concatenate[ReferenceRunner, _P], _T],
+) -> Callable[Concatenate[ReferenceRunner, _P], _T]:
+    """One call at a time per runner, like the C runner (a second thread would share state)."""
+
+    @functools.wraps(method)
+    def exclusive(self: ReferenceRunner, /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        if self._busy:
+            raise RuntimeError("this runner is already in use by another call")
+        self._busy = True
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._busy = False
+
+    return exclusive
+
+
 class ReferenceRunner:
     """The runs, composed of the per-message functions of :mod:`fixsecure.wire`."""
 
@@ -108,42 +129,11 @@ class ReferenceRunner:
     def __repr__(self) -> str:
         return "<fixsecure.hotpath.ReferenceRunner>"
 
-    def _enter(self) -> None:
-        if self._busy:
-            raise RuntimeError("this runner is already in use by another call")
-        self._busy = True
-
+    @_one_caller
     def seal(
         self, buf: bytes, start: int, nonce: int, count: int, budget: int, max_size: int, /
     ) -> SealResult:
         _check(buf, start, nonce, count, budget, max_size)
-        self._enter()
-        try:
-            return self._seal(buf, start, nonce, count, budget, max_size)
-        finally:
-            self._busy = False
-
-    def open(
-        self,
-        buf: bytes,
-        start: int,
-        nonce: int,
-        count: int,
-        budget: int,
-        max_wire: int,
-        max_size: int,
-        /,
-    ) -> OpenResult:
-        _check(buf, start, nonce, count, budget, max_wire, max_size)
-        self._enter()
-        try:
-            return self._open(buf, start, nonce, count, budget, max_wire, max_size)
-        finally:
-            self._busy = False
-
-    def _seal(
-        self, buf: bytes, start: int, nonce: int, count: int, budget: int, max_size: int
-    ) -> SealResult:
         out: list[bytes] = []
         pos, size, body_bytes, logout = start, len(buf), 0, False
         while pos < size and len(out) < count:
@@ -172,7 +162,8 @@ class ReferenceRunner:
             pos = end
         return pos, b"".join(out), len(out), body_bytes, logout
 
-    def _open(
+    @_one_caller
+    def open(
         self,
         buf: bytes,
         start: int,
@@ -181,7 +172,9 @@ class ReferenceRunner:
         budget: int,
         max_wire: int,
         max_size: int,
+        /,
     ) -> OpenResult:
+        _check(buf, start, nonce, count, budget, max_wire, max_size)
         messages: list[bytes] = []
         ends: list[int] = []
         pos, size, body_bytes, used, logout = start, len(buf), 0, 0, False

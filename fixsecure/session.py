@@ -349,6 +349,17 @@ class _Direction:
     # A run stops at the next Rekey and at the caps, so every message in it is treated exactly as
     # seal()/open() would treat it; the loops commit each run, rekey, and go on.
 
+    def _commit(self, count: int, body_bytes: int) -> bool:
+        """Advance past a run of ``count`` messages; True if that reached the next Rekey (done
+        now, so the next run may go on under the new key)."""
+        cipher = self.cipher
+        cipher.n += count  # SetNonce: the run used the nonces before this one
+        self.bytes += body_bytes
+        if cipher.n & _REKEY_MASK:
+            return False
+        self._rekey()
+        return True
+
     def seal_run(
         self, buf: bytes, start: int, max_size: int
     ) -> tuple[int, list[bytes], int, bool]:
@@ -365,14 +376,11 @@ class _Direction:
             if not sealed:
                 break
             out.append(protected)
-            cipher.n += sealed  # SetNonce: the run used the nonces before this one
-            self.bytes += body_bytes
             total += sealed
             logout = logout or saw_logout
             pos = end
-            if cipher.n & _REKEY_MASK:
+            if not self._commit(sealed, body_bytes):
                 break
-            self._rekey()
         return pos, out, total, logout
 
     def open_run(
@@ -396,13 +404,10 @@ class _Direction:
                 data += plain
             else:
                 data, ends = plain, plain_ends
-            cipher.n += len(plain_ends)  # SetNonce: the run used the nonces before this one
-            self.bytes += body_bytes
             logout = logout or saw_logout
             pos = end
-            if cipher.n & _REKEY_MASK:
+            if not self._commit(len(plain_ends), body_bytes):
                 break
-            self._rekey()
         return pos, data, ends, logout
 
 

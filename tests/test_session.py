@@ -598,9 +598,15 @@ batch_messages = st.lists(
 )
 
 
+any_chunking = given(
+    messages=batch_messages,
+    cuts=st.lists(st.integers(0, 10**6), max_size=12),
+    suite=st.sampled_from(SUITES),
+)
+
+
 @settings(max_examples=60, deadline=None)
-@given(messages=batch_messages, cuts=st.lists(st.integers(0, 10**6), max_size=12),
-       suite=st.sampled_from(SUITES))
+@any_chunking
 def test_send_data_in_any_chunking_gives_the_bytes_of_send(
     messages: list[bytes], cuts: list[int], suite: str
 ) -> None:
@@ -615,8 +621,7 @@ def test_send_data_in_any_chunking_gives_the_bytes_of_send(
 
 
 @settings(max_examples=60, deadline=None)
-@given(messages=batch_messages, cuts=st.lists(st.integers(0, 10**6), max_size=12),
-       suite=st.sampled_from(SUITES))
+@any_chunking
 def test_receive_batch_in_any_chunking_delivers_what_receive_does(
     messages: list[bytes], cuts: list[int], suite: str
 ) -> None:
