@@ -10,7 +10,7 @@ QUICKFIX_VERSION := 1.16.0
 WHEELS ?= $(HOME)/.cache/fixsecure/wheels
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint typecheck check-static unit test test-fast test-reference sanitize fuzz demo bench quickfix sysdeps clean
+.PHONY: help venv compiler lint typecheck check-static unit test test-fast test-reference sanitize fuzz demo bench quickfix sysdeps clean
 
 help:
 	@echo "make demo      encrypted session against the test counterparty, shows the wire"
@@ -22,7 +22,8 @@ help:
 	@echo "make bench     fixsecure bench core and fixsecure bench proxy"
 
 # setup.py builds the C hot path (fixsecure/_hotpath.c) into the checkout: edits to it reinstall.
-$(STAMP): pyproject.toml setup.py fixsecure/_hotpath.c
+# The compiler comes first: without one the optional extension would be skipped silently.
+$(STAMP): pyproject.toml setup.py fixsecure/_hotpath.c | compiler
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
@@ -37,6 +38,13 @@ typecheck: venv
 	$(BIN)/mypy --strict fixsecure
 
 check-static: lint typecheck
+
+# A C compiler for the hot path, with the sanitizer runtimes make sanitize preloads (Debian's gcc).
+compiler:
+	@command -v $(CC) >/dev/null 2>&1 && [ -e "$$($(CC) -print-file-name=libasan.so)" ] || { \
+	  echo "installing Debian package gcc (the C hot path and its sanitizer build)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gcc >/dev/null; }
 
 # Debian packages the tests use (stunnel4 is the TLS baseline of the proxy benchmarks).
 sysdeps:
@@ -104,4 +112,4 @@ bench: venv sysdeps
 	$(BIN)/fixsecure bench proxy
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info build fixsecure/*.so
