@@ -20,17 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import importlib.util
 import logging
-import platform
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Final, TypeVar
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Final
 
 from fixsecure.admission import Admission
-from fixsecure.errors import ConfigError, ConnectionEnded, LimitExceeded
+from fixsecure.errors import ConnectionEnded, LimitExceeded
 from fixsecure.session import (
     AcceptorDirectory,
     Clock,
@@ -48,7 +45,6 @@ from fixsecure.sessionid import SessionID
 from fixsecure.state import State
 
 __all__ = [
-    "LOOPS",
     "READ_SIZE",
     "FixConnection",
     "Handler",
@@ -57,70 +53,13 @@ __all__ = [
     "describe_logon",
     "peer_address",
     "peer_name",
-    "run_on_loop",
     "serve",
-    "tune_allocator",
 ]
 
 log = logging.getLogger("fixsecure.asyncio")
 
 READ_SIZE: Final = 1 << 16
 _HANDSHAKE_STATES: Final = (State.AWAIT_LOGON, State.HANDSHAKE_SENT, State.LOGON_RECEIVED)
-
-
-_M_TRIM_THRESHOLD: Final = -1  # glibc <malloc.h>
-_M_MMAP_THRESHOLD: Final = -3
-#: Free heap glibc may keep instead of returning it to the kernel, and the size from which it
-#: serves blocks by mmap instead (both fixed, so no longer adjusted at run time).
-TRIM_THRESHOLD: Final = 8 << 20
-MMAP_THRESHOLD: Final = 4 << 20
-
-
-def tune_allocator() -> bool:
-    """Keep glibc from handing freed memory back to the kernel on every read.
-
-    A sidecar allocates and frees a read-sized buffer (and its output) for every read; glibc's
-    default trims the heap and unmaps large blocks as soon as they are free, so each read then
-    faults and zeroes those pages again — measured at a fifth or more of the proxy's CPU at full
-    rate. With fixed thresholds the pages stay mapped (at most :data:`TRIM_THRESHOLD` of free
-    heap). Process-wide, so only the long-running commands call it; does nothing, and returns
-    False, where the C library is not glibc."""
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    mallopt.restype = ctypes.c_int
-    trimmed = bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1)
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1) and trimmed
-
-
-#: Event loop choices of the long-running commands: ``auto`` is uvloop where installed.
-LOOPS: Final = ("auto", "uvloop", "asyncio")
-_T = TypeVar("_T")
-
-
-def run_on_loop(main: Coroutine[Any, Any, _T], loop: str = "auto") -> _T:
-    """Run ``main`` to completion on a new event loop: ``uvloop`` (it cuts the cost of each read
-    and write, which a sidecar pays on every hop), ``asyncio``, or ``auto``."""
-    if loop not in LOOPS:
-        main.close()
-        raise ValueError(f"event loop {loop!r}: choose one of {', '.join(LOOPS)}")
-    if loop == "auto":
-        loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    if loop == "asyncio":
-        return asyncio.run(main)
-    try:
-        import uvloop  # noqa: PLC0415 - optional
-    except ImportError:
-        main.close()
-        raise ConfigError(
-            "event loop uvloop: it is not installed (pip install 'fixsecure[uvloop]')"
-        ) from None
-    result: _T = uvloop.run(main)
-    return result
 
 
 def describe_logon(event: LogonAccepted) -> str:

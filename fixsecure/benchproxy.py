@@ -69,10 +69,10 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from fixsecure import hotpath
-from fixsecure.asyncio import run_on_loop, tune_allocator
 from fixsecure.bench import new_order_single, sized
 from fixsecure.framing import Framer
 from fixsecure.memory import fix_message, format_timestamp
+from fixsecure.runtime import run_on_loop, tune_allocator
 from fixsecure.suites import DEFAULT_SUITE
 
 __all__ = [

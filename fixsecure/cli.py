@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fixsecure import __version__
-from fixsecure.asyncio import LOOPS, run_on_loop, tune_allocator
 from fixsecure.errors import ConfigError
+from fixsecure.runtime import LOOPS, run_on_loop, tune_allocator
 from fixsecure.suites import DEFAULT_SUITE, SUITES
 
 __all__ = ["build_parser", "main"]

@@ -4,9 +4,6 @@ end, handshake timeout, admission limits, replayed Logons, and back-pressure."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import platform
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -14,8 +11,8 @@ import pytest
 from conftest import STAMP, clock, logon, order, run
 
 from fixsecure.admission import Admission
-from fixsecure.asyncio import FixConnection, connect, run_on_loop, serve, tune_allocator
-from fixsecure.errors import ConfigError, ConnectionEnded, LocalProtocolError
+from fixsecure.asyncio import FixConnection, connect, serve
+from fixsecure.errors import ConnectionEnded, LocalProtocolError
 from fixsecure.memory import SessionPair, fix_message, session_pair
 
 Handler = Callable[[FixConnection], Awaitable[None]]
@@ -305,40 +302,3 @@ def test_send_batch_writes_what_it_protected_before_a_refused_message() -> None:
 
     run(main(), 30)
 
-
-# -- run_on_loop: the event loop of the long-running commands ---------------------------------
-
-
-async def _which_loop() -> str:
-    return type(asyncio.get_running_loop()).__module__.split(".")[0]
-
-
-@pytest.mark.parametrize(("choice", "expected"), [("asyncio", "asyncio"), ("uvloop", "uvloop")])
-def test_run_on_loop_runs_on_the_chosen_loop(choice: str, expected: str) -> None:
-    assert run_on_loop(_which_loop(), choice) == expected
-
-
-def test_run_on_loop_auto_prefers_uvloop_where_installed() -> None:
-    expected = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
-    assert run_on_loop(_which_loop()) == expected
-
-
-def test_run_on_loop_refuses_an_unknown_loop_without_leaking_the_coroutine() -> None:
-    coroutine = _which_loop()
-    with pytest.raises(ValueError, match="trio"):
-        run_on_loop(coroutine, "trio")
-    assert coroutine.cr_frame is None  # closed, so no "never awaited" warning either
-
-
-def test_a_missing_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "uvloop", None)  # import uvloop now raises ImportError
-    with pytest.raises(ConfigError, match=r"pip install 'fixsecure\[uvloop\]'"):
-        run_on_loop(_which_loop(), "uvloop")
-
-
-def test_the_allocator_is_tuned_where_the_c_library_is_glibc() -> None:
-    """tune_allocator() sets fixed trim and mmap thresholds through mallopt on glibc (this
-    machine), and reports whether glibc accepted them."""
-    applied = tune_allocator()
-    assert applied == (platform.libc_ver()[0] == "glibc")
-    assert tune_allocator() == applied  # idempotent
