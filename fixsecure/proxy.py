@@ -343,7 +343,7 @@ class _Side(asyncio.Protocol):
         self.link.guarded(self.link.attached, self.name, cast(asyncio.Transport, transport))
 
     def data_received(self, data: bytes) -> None:
-        if self.poll is not None:
+        if self.poll is not None and self.link.established:  # peers must log on to make it spin
             self.poll.touch()
         try:  # guarded like the other callbacks, without a call in between: this is per read
             self.forward(data)
@@ -467,8 +467,9 @@ class _Link:
         self.write_parts(side, [data])
 
     def write_parts(self, side: str, parts: list[bytes]) -> None:
-        """Write ``parts`` in order; several go out in one writev where the loop supports it
-        (uvloop), never joined into a copy here."""
+        """Write ``parts`` in order: on uvloop in one writev, without joining them into a copy;
+        elsewhere joined (asyncio's writelines skips flow control in some CPython releases,
+        gh-127655)."""
         transport = self.transports.get(side)
         if transport is None:
             self.pending[side] += parts
@@ -477,19 +478,22 @@ class _Link:
             self.proxy.stats.bytes_to_network += sum(map(len, parts))
         if len(parts) == 1:
             transport.write(parts[0])
-        else:
+        elif _WRITEV[type(transport)]:
             transport.writelines(parts)
+        else:
+            transport.write(b"".join(parts))
 
     def from_engine(self, data: bytes) -> None:
         """Engine bytes: protect every message they complete, write them to the network in one
         go (the session frames the engine's stream and keeps a partial message for later)."""
         if self.closed:
             return
-        if self.session is None:  # the initiator's Logon identifies the session
-            rest = self.identify(data)
-            if rest is None:
+        starting = self.session is None
+        if starting:  # the initiator's Logon identifies the session
+            stream = self.identify(data)
+            if stream is None:
                 return
-            data = rest
+            data = stream  # from the Logon on: the session frames all of the engine's stream
         session = self.session
         assert session is not None
         sent = session.messages_sent
@@ -500,7 +504,9 @@ class _Link:
             self.engine_failed(exc)
             return
         self.to_network(protected, session.messages_sent - sent)
-        if protected and self.role == "acceptor":  # the engine's reply went out: message 2 done
+        if starting:
+            self.session_started()
+        elif protected and self.role == "acceptor":  # the engine's reply went out: message 2
             self.handshake_done()
 
     def engine_failed(self, exc: Exception) -> None:
@@ -565,8 +571,12 @@ class _Link:
 
     def identify(self, data: bytes) -> bytes | None:
         """Initiator side: engine bytes before the session is known. Once the engine's Logon
-        has chosen it, returns the bytes after the Logon (None: not yet, or link closed)."""
+        has chosen it, returns the engine's stream from the Logon on (None: not yet, or the link
+        is closed)."""
         return None
+
+    def session_started(self) -> None:
+        """Initiator side: message 1 is on its way; connect onward."""
 
     def engine_buffered(self) -> int:
         """Bytes of an incomplete engine message held for the link."""
@@ -683,6 +693,7 @@ class _InitiatorLink(_Link):
     def __init__(self, proxy: Proxy, session_ids: frozenset[SessionID]) -> None:
         super().__init__(proxy)
         self.session_ids = session_ids
+        self.settings: SessionSettings | None = None  # the session's, once the Logon names it
         self.framer = Framer(max(proxy._initiators[sid][1].max_message_size for sid in session_ids))
 
     def attached(self, side: str, transport: asyncio.Transport) -> None:
@@ -698,17 +709,15 @@ class _InitiatorLink(_Link):
         self.framer.feed(data)
         try:
             logon = self.framer.next_message()
-            if logon is None:
-                return None
-            if not self.start_session(logon):
-                return None
-            return self.framer.take()
-        except (FramingError, LocalProtocolError) as exc:
+        except FramingError as exc:
             self.engine_failed(exc)
             return None
+        if logon is None or not self.start_session(logon):
+            return None
+        return logon + self.framer.take()
 
     def start_session(self, logon: bytes) -> bool:
-        """Pick the session the engine's Logon names, send message 1 and connect onward."""
+        """Pick the session the engine's Logon names (False: none, and the link is closed)."""
         sid = _engine_session(logon, self.session_ids)
         found = self.proxy._initiators.get(sid) if sid is not None else None
         if found is None:
@@ -719,26 +728,27 @@ class _InitiatorLink(_Link):
             )
             self.close("unknown session")
             return False
-        settings, config = found
+        self.settings, config = found
         self.sid = config.session_id
-        secure = settings.secure
-        session = Session.initiator(config, clock=self.proxy._clock)
-        message1 = session.send(logon)  # LocalProtocolError: handled by identify
-        self.session = session
+        self.session = Session.initiator(config, clock=self.proxy._clock)
+        return True
+
+    def session_started(self) -> None:
+        assert self.session is not None
+        assert self.settings is not None
+        secure = self.settings.secure
         assert secure.connect_host is not None
         assert secure.connect_port is not None
         log.info(
             "%s: engine %s connected; %s with %s:%d",
             self.sid,
             self.peer,
-            "handshake" if session.encrypted else "PLAINTEXT session",
+            "handshake" if self.session.encrypted else "PLAINTEXT session",
             secure.connect_host,
             secure.connect_port,
         )
-        self.to_network(message1, 1)
         self.start_timer(secure.handshake_timeout, "handshake not complete in time")
         self.connect(NETWORK, secure.connect_host, secure.connect_port, secure.handshake_timeout)
-        return True
 
 
 @dataclass
@@ -795,6 +805,17 @@ class _AcceptorLink(_Link):
         if self.half_open:
             self.half_open = False
             self.listener.admission.handshake_done()
+
+
+class _WritevTransports(dict[type, bool]):
+    """Transport class -> whether its writelines is uvloop's (writev with flow control)."""
+
+    def __missing__(self, kind: type) -> bool:
+        self[kind] = kind.__module__.startswith("uvloop")
+        return self[kind]
+
+
+_WRITEV: Final = _WritevTransports()
 
 
 def _nodelay(transport: asyncio.Transport) -> None:

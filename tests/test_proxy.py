@@ -580,3 +580,78 @@ def test_the_proxy_command_runs_on_the_chosen_loop_and_says_so(tmp_path: Path, l
         assert f"event loop {loop}, hot path {hotpath.IMPLEMENTATION}, busy poll off" in log
     finally:
         assert proc.stop() == 0  # SIGTERM: drained and exited cleanly
+
+
+def test_the_messages_before_a_refused_engine_message_still_reach_the_peer(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (_, _, accepted):
+            bank, venue = await log_on(topology, accepted)
+            good = [order_message(seq) for seq in (2, 3)]
+            bad = order_message(4)[:-4] + b"999\x01"  # a wrong CheckSum
+            await bank.send(*good, bad)
+            assert [await venue.receive() for _ in good] == good  # their nonces were spent
+            assert await venue.closed()
+            assert await bank.closed()
+
+    run(main())
+
+
+def test_bytes_after_the_logon_in_the_same_write_are_kept(tmp_path: Path) -> None:
+    """The engine's Logon and the start of its next message arrive in one read; the rest of that
+    message comes after the Logon reply. The initiator proxy hands everything after the Logon to
+    the session, which completes the message once the session is established."""
+    topology = write_topology(tmp_path)
+
+    async def main() -> None:
+        async with proxies(topology) as (_, _, accepted):
+            bank = await bank_engine(topology)
+            bank_logon, first = logon(b"BANK", b"VENUE"), order_message(2)
+            await bank.send(bank_logon + first[:25])
+            venue = await asyncio.wait_for(accepted.get(), 5)
+            assert await venue.receive() == bank_logon
+            await venue.send(logon(b"VENUE", b"BANK"))
+            await bank.receive()  # the reply: the session is established
+            await bank.send(first[25:])
+            assert await venue.receive() == first
+
+    run(main())
+
+
+def test_an_unauthenticated_peer_cannot_make_busy_poll_spin(tmp_path: Path) -> None:
+    topology = write_topology(tmp_path)
+    _with(topology.venue_cfg, "FixSecureBusyPoll=300000")
+
+    async def main() -> None:
+        async with proxies(topology) as (_, venue_proxy, _):
+            assert venue_proxy.busy_poll is not None
+            _, writer = await asyncio.open_connection("127.0.0.1", topology.network_port)
+            for byte in logon(b"BANK", b"VENUE")[:5]:  # a Logon that never completes
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.02)
+                assert not venue_proxy.busy_poll.spinning
+            writer.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_writev_is_used_only_where_writelines_keeps_flow_control(loop: str) -> None:
+    from fixsecure.proxy import _WRITEV  # noqa: PLC0415
+    from fixsecure.runtime import run_on_loop  # noqa: PLC0415
+
+    async def transport_kind() -> type:
+        running = asyncio.get_running_loop()
+        server = await running.create_server(asyncio.Protocol, "127.0.0.1", 0)
+        transport, _ = await running.create_connection(
+            asyncio.Protocol, *server.sockets[0].getsockname()[:2]
+        )
+        kind = type(transport)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        return kind
+
+    assert _WRITEV[run_on_loop(transport_kind(), loop)] == (loop == "uvloop")
