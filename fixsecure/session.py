@@ -375,6 +375,7 @@ class _Direction:
             )
             if not sealed:
                 break
+            _check_run(allowed, pos, sealed, end)
             out.append(protected)
             total += sealed
             logout = logout or saw_logout
@@ -399,6 +400,7 @@ class _Direction:
             )
             if not plain_ends:
                 break
+            _check_run(allowed, pos, len(plain_ends), end)
             if ends:  # a run after a Rekey: append it
                 ends += [len(data) + at for at in plain_ends]
                 data += plain
@@ -409,6 +411,13 @@ class _Direction:
             if not self._commit(len(plain_ends), body_bytes):
                 break
         return pos, data, ends, logout
+
+
+def _check_run(allowed: int, start: int, count: int, end: int) -> None:
+    """A runner that took more messages than allowed (skipping a Rekey or a cap) or went
+    backwards broke its contract: raise, and the session fails closed."""
+    if count > allowed or end <= start:
+        raise RuntimeError(f"the hot path runner broke its contract ({count} of {allowed})")
 
 
 def _allowed(n: int) -> int:
@@ -572,8 +581,10 @@ class Session:
         Established sessions protect whole runs of messages per call (``specs/hot-path.md``).
         The first message that cannot be sent raises :class:`LocalProtocolError` (or
         :class:`LimitExceeded`) like :meth:`send`; its ``wire`` attribute holds the protected
-        bytes of the messages before it, which must still be sent. A stream that is not FIX
-        cannot be resynchronised: after a framing error every later call raises it again.
+        bytes of the messages before it, which must still be sent. The bytes after it stay
+        buffered and go out with the next call (if the session is still open). A stream that is
+        not FIX cannot be resynchronised: after a framing error every later call raises it
+        again.
         """
         framer = self._local_framer
         out: list[bytes] = []
@@ -584,7 +595,11 @@ class Session:
                 if buffered:  # a message split across reads: complete it, then the fast path
                     message, start = _complete_split(framer, data)
                     if message is not None:
-                        out.append(self.send(message))
+                        try:
+                            out.append(self.send(message))
+                        except (LocalProtocolError, LimitExceeded):
+                            framer.feed(data[start:])  # the rest waits, as after any refusal
+                            raise
                     buffered = framer.buffered
                 if start < len(data) and not buffered:
                     assert self._send is not None

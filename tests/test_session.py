@@ -602,15 +602,26 @@ any_chunking = given(
     messages=batch_messages,
     cuts=st.lists(st.integers(0, 10**6), max_size=12),
     suite=st.sampled_from(SUITES),
+    nonce=st.sampled_from([0, 12_345, REKEY_INTERVAL - 3, 5 * REKEY_INTERVAL - 1]),
 )
+
+
+def at_nonce(pairs: tuple[SessionPair, SessionPair], nonce: int) -> tuple[SessionPair, ...]:
+    """Both pairs with both directions' counters moved to ``nonce`` (as after that many
+    messages): runs then start anywhere, rekey boundaries included."""
+    for pair in pairs:
+        for direction in (pair.initiator._send, pair.acceptor._recv):
+            assert direction is not None
+            direction.cipher.set_nonce(nonce)
+    return pairs
 
 
 @settings(max_examples=60, deadline=None)
 @any_chunking
 def test_send_data_in_any_chunking_gives_the_bytes_of_send(
-    messages: list[bytes], cuts: list[int], suite: str
+    messages: list[bytes], cuts: list[int], suite: str, nonce: int
 ) -> None:
-    by_message, by_stream = twin_pairs(suite)
+    by_message, by_stream = at_nonce(twin_pairs(suite), nonce)
     expected = b"".join(by_message.initiator.send(m) for m in messages)
     got = b"".join(by_stream.initiator.send_data(c) for c in chunked(b"".join(messages), cuts))
     assert got == expected
@@ -623,9 +634,9 @@ def test_send_data_in_any_chunking_gives_the_bytes_of_send(
 @settings(max_examples=60, deadline=None)
 @any_chunking
 def test_receive_batch_in_any_chunking_delivers_what_receive_does(
-    messages: list[bytes], cuts: list[int], suite: str
+    messages: list[bytes], cuts: list[int], suite: str, nonce: int
 ) -> None:
-    one, other = twin_pairs(suite)
+    one, other = at_nonce(twin_pairs(suite), nonce)
     data = b"".join(one.initiator.send(m) for m in messages)
     assert data == b"".join(other.initiator.send(m) for m in messages)
     singles = [e for c in chunked(data, cuts) for e in one.acceptor.receive(c)]
@@ -635,11 +646,10 @@ def test_receive_batch_in_any_chunking_delivers_what_receive_does(
         wire.msg_type(m) for m in messages
     ]
     assert one.acceptor.logout_received == other.acceptor.logout_received
-    assert one.acceptor._recv.cipher.n == other.acceptor._recv.cipher.n == len(messages)
+    assert one.acceptor._recv.cipher.n == other.acceptor._recv.cipher.n == nonce + len(messages)
 
 
 def test_a_whole_read_is_one_run_event(pair: SessionPair) -> None:
-    establish(pair)
     messages = [order(seq, b"C%d" % seq) for seq in range(2, 202)]
     events = pair.acceptor.receive_batch(pair.initiator.send_data(b"".join(messages)))
     assert len(events) == 1
@@ -673,7 +683,6 @@ def test_runs_cross_the_rekey_boundary_like_single_messages(suite: str) -> None:
 def test_send_data_stops_at_the_message_cap_and_hands_over_what_went_before(
     pair: SessionPair,
 ) -> None:
-    establish(pair)
     pair.initiator._send.cipher.set_nonce(MAX_MESSAGES - 2)
     pair.acceptor._recv.cipher.set_nonce(MAX_MESSAGES - 2)
     with pytest.raises(LimitExceeded) as raised:
@@ -684,7 +693,6 @@ def test_send_data_stops_at_the_message_cap_and_hands_over_what_went_before(
 
 
 def test_send_data_stops_at_the_byte_cap(pair: SessionPair) -> None:
-    establish(pair)
     body = len(order(2)) - wire.parse(order(2), 4096)[2] - 7
     pair.initiator._send.bytes = MAX_BYTES - body  # room for exactly one more body
     with pytest.raises(LimitExceeded) as raised:
@@ -694,7 +702,6 @@ def test_send_data_stops_at_the_byte_cap(pair: SessionPair) -> None:
 
 
 def test_a_malformed_engine_message_keeps_the_good_ones_before_it(pair: SessionPair) -> None:
-    establish(pair)
     bad = order(4)[:-4] + b"999\x01"  # a wrong CheckSum
     with pytest.raises(LocalProtocolError, match="CheckSum") as raised:
         pair.initiator.send_data(order(2) + order(3) + bad + order(5))
@@ -712,11 +719,11 @@ def test_send_data_before_the_logon_reply_is_refused_like_send() -> None:
 
 
 def test_a_partial_engine_message_waits_and_is_reported(pair: SessionPair) -> None:
-    establish(pair)
     message = order(2)
-    assert pair.initiator.send_data(message[:17]) == b""  # not even its BodyLength yet
-    assert pair.initiator.local_buffered == 17
-    protected = pair.initiator.send_data(message[17:] + order(3))
+    assert message[:12] == b"8=FIX.4.4\x019="
+    assert pair.initiator.send_data(message[:12]) == b""  # not even its BodyLength yet
+    assert pair.initiator.local_buffered == 12
+    protected = pair.initiator.send_data(message[12:] + order(3))
     assert pair.initiator.local_buffered == 0
     assert flattened(pair.acceptor.receive_batch(protected)) == [message, order(3)]
 
@@ -734,7 +741,6 @@ class FailingRunner:
 def test_a_run_that_raises_fails_the_session_closed(pair: SessionPair) -> None:
     """specs/hot-path.md §5: after an unexpected error in a run nothing may be sent any more,
     because nonces may have been spent on output that was lost."""
-    establish(pair)
     pair.initiator._send.runner = FailingRunner()
     with pytest.raises(MemoryError):
         pair.initiator.send_data(order(2))
@@ -748,10 +754,77 @@ def test_a_run_that_raises_fails_the_session_closed(pair: SessionPair) -> None:
 
 
 def test_a_logout_in_a_run_makes_the_end_clean(pair: SessionPair) -> None:
-    establish(pair)
     logout = fix_message(b"5", 3, b"BANK", b"VENUE", sending_time=STAMP)
     protected = pair.initiator.send_data(order(2) + logout)
     assert pair.initiator.logout_sent
     assert flattened(pair.acceptor.receive_batch(protected)) == [order(2), logout]
     assert pair.acceptor.logout_received
     assert pair.acceptor.receive_eof() == [ConnectionClosed(True, "the peer logged out")]
+
+
+def test_a_single_message_across_the_rekey_boundary_gives_the_run_the_new_key(
+    pair: SessionPair,
+) -> None:
+    """The message that crosses the boundary is split across reads on both sides, so it goes
+    through the per-message seal and open (whose Rekey must renew the runner too); the run after
+    it is under the new key on both sides."""
+    pair.initiator._send.cipher.set_nonce(REKEY_INTERVAL - 1)
+    pair.acceptor._recv.cipher.set_nonce(REKEY_INTERVAL - 1)
+    first, rest = order(2), [order(seq) for seq in range(3, 9)]
+    wire_bytes = pair.initiator.send_data(first[:40])
+    wire_bytes += pair.initiator.send_data(first[40:] + b"".join(rest))
+    assert pair.initiator._send.cipher.n == REKEY_INTERVAL + 6
+    events = pair.acceptor.receive_batch(wire_bytes[:60])
+    events += pair.acceptor.receive_batch(wire_bytes[60:])
+    assert flattened(events) == [first, *rest]
+    assert not failures(events)
+
+
+def test_error_offsets_count_the_whole_stream_after_a_split_and_a_run(suite: str) -> None:
+    pair = new_pair(suite)
+    message1 = pair.initiator.send(logon())  # the acceptor's stream starts with it
+    pair.acceptor.receive(message1)
+    pair.initiator.receive(pair.acceptor.send(logon(b"VENUE", b"BANK")))
+    messages = [order(seq) for seq in range(2, 6)]
+    stream = pair.initiator.send_data(b"".join(messages))
+    garbage_at = len(message1) + len(stream)
+    cut = 30  # inside the first message: completed, then a run, then garbage
+    assert not failures(pair.acceptor.receive_batch(stream[:cut]))
+    events = pair.acceptor.receive_batch(stream[cut:] + b"garbage")
+    assert flattened(events) == messages
+    (failed,) = failures(events)
+    assert f"(at byte {garbage_at})" in failed.reason
+    # The same on the engine side: a split message, a run, then bytes that are not FIX; the
+    # engine's stream so far is the orders above and these.
+    plain = b"".join(order(seq) for seq in range(6, 10))
+    assert pair.initiator.send_data(plain[:30]) == b""
+    engine_garbage_at = len(b"".join(messages)) + len(plain)
+    with pytest.raises(LocalProtocolError, match=rf"\(at byte {engine_garbage_at}\)"):
+        pair.initiator.send_data(plain[30:] + b"garbage")
+
+
+def test_the_receive_run_counts_the_byte_cap_too(pair: SessionPair) -> None:
+    body = len(order(2)) - wire.parse(order(2), 4096)[2] - 7
+    stream = pair.initiator.send_data(order(2) + order(3))
+    pair.acceptor._recv.bytes = MAX_BYTES - body  # room for exactly one more body
+    events = pair.acceptor.receive_batch(stream)
+    assert flattened(events) == [order(2)]
+    (failed,) = failures(events)
+    assert "bytes under one handshake" in failed.reason
+    assert pair.acceptor._recv.bytes == MAX_BYTES
+
+
+def test_a_refused_split_message_keeps_the_rest_of_the_read(pair: SessionPair) -> None:
+    """A well-framed message the session cannot send (35 is not the third field) completes a
+    split; the messages after it in the same read are kept and go out with the next call."""
+    bad = raw(b"FIX.4.4", (49, b"BANK"), (35, b"D"), (56, b"VENUE"), (34, b"3"))
+    stream = order(2) + bad + order(4) + order(5)
+    cut = len(order(2)) + 10  # inside the refused message
+    first = pair.initiator.send_data(stream[:cut])
+    with pytest.raises(LocalProtocolError, match="MsgType") as raised:
+        pair.initiator.send_data(stream[cut:])
+    assert raised.value.wire == b""
+    later = pair.initiator.send_data(order(6))
+    assert flattened(pair.acceptor.receive_batch(first + later)) == [
+        order(2), order(4), order(5), order(6)
+    ]
