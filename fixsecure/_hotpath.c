@@ -19,6 +19,10 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Lengths and offsets are Py_ssize_t; with 64 bits none of the sums below can overflow (a build
+ * for a 32-bit CPython fails here, and fixsecure runs on the Python reference there). */
+_Static_assert(sizeof(Py_ssize_t) >= 8, "the C hot path needs a 64-bit Py_ssize_t");
+
 #define SOH 1
 #define MAX_BEGIN 16       /* BeginString: 1..16 bytes */
 #define MAX_DIGITS 10      /* BodyLength and SecureDataLen: at most 10 digits */
@@ -463,7 +467,15 @@ aead_call_run(aead_call *c, int little_endian, uint64_t n, PyObject *input, Py_s
     if (written == NULL) {
         return NULL;
     }
+    /* The output must be exactly as long as asked for: the caller reads that many bytes. */
+    Py_ssize_t count = PyLong_Check(written) ? PyLong_AsSsize_t(written) : -1;
     Py_DECREF(written);
+    if (count != output_len || PyByteArray_GET_SIZE(c->output) != output_len) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_SystemError, "the AEAD wrote an unexpected length");
+        }
+        return NULL;
+    }
     return (unsigned char *)PyByteArray_AS_STRING(c->output);
 }
 
@@ -776,6 +788,7 @@ runner_open(Runner *self, PyObject *const *args, Py_ssize_t nargs)
         unsigned char *m = (unsigned char *)PyBytes_AS_STRING(out) + used;
         unsigned char *p = put_head(m, b, &f, length);
         memcpy(p, plain, (size_t)body);
+        memset(plain, 0, (size_t)body); /* no plaintext left behind in the scratch buffer */
         p += body;
         put_trailer(m, p);
         used += size;
@@ -834,12 +847,33 @@ runner_init(Runner *self, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static void
-runner_dealloc(Runner *self)
+/* The runner holds Python objects (the AEAD, its bound methods), so it takes part in garbage
+ * collection: an AEAD wrapper that refers back to its runner is then still collected. */
+static int
+runner_traverse(Runner *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->aead);
+    Py_VISIT(self->encrypt.method);
+    Py_VISIT(self->encrypt.output);
+    Py_VISIT(self->decrypt.method);
+    Py_VISIT(self->decrypt.output);
+    return 0;
+}
+
+static int
+runner_clear(Runner *self)
 {
     aead_call_clear(&self->encrypt);
     aead_call_clear(&self->decrypt);
-    Py_XDECREF(self->aead);
+    Py_CLEAR(self->aead);
+    return 0;
+}
+
+static void
+runner_dealloc(Runner *self)
+{
+    PyObject_GC_UnTrack(self);
+    runner_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -862,10 +896,12 @@ static PyTypeObject RunnerType = {
     .tp_doc = PyDoc_STR("Runner(aead, little_endian, header_tags): the seal and open runs of one "
                         "key (specs/hot-path.md)."),
     .tp_basicsize = sizeof(Runner),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)runner_init,
     .tp_dealloc = (destructor)runner_dealloc,
+    .tp_traverse = (traverseproc)runner_traverse,
+    .tp_clear = (inquiry)runner_clear,
     .tp_repr = (reprfunc)runner_repr,
     .tp_methods = runner_methods,
 };

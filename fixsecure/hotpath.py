@@ -212,10 +212,14 @@ RunnerType = Callable[[Aead, bool, bytes], Runner]
 
 
 def native_runner() -> RunnerType | None:
-    """The C Runner class, or None where the extension is not built (or not importable here)."""
+    """The C Runner class, or None where the extension is not built (or not importable here),
+    or where cryptography is older than 47 and its AEADs lack the ``*_into`` methods it calls."""
     try:
         from fixsecure import _hotpath  # noqa: PLC0415 - optional by design
     except ImportError:
+        return None
+    needs = ("encrypt_into", "decrypt_into")
+    if not all(hasattr(f.aead, name) for f in CIPHER_FUNCTIONS.values() for name in needs):
         return None
     return _hotpath.Runner
 

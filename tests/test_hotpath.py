@@ -413,3 +413,54 @@ def test_the_c_source_compiles_without_warnings(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+class LyingAead:
+    """An AEAD object that writes less than the buffer it was given (no real one does)."""
+
+    def __init__(self, shrink: bool) -> None:
+        self.inner = AESGCM(bytes(32))
+        self.shrink = shrink
+
+    def encrypt_into(self, nonce: bytes, data: bytes, ad: bytes, out: bytearray) -> int:
+        written = self.inner.encrypt_into(nonce, data, ad, out)
+        if self.shrink:
+            del out[4:]  # the buffer itself shrinks
+            return written
+        return written - 4  # or only the reported length is short
+
+
+@pytest.mark.parametrize("shrink", [True, False])
+def test_an_aead_that_writes_a_wrong_length_is_refused_not_read_past(
+    c_runner: Any, shrink: bool
+) -> None:
+    """The C runner reads exactly the length it asked for, so it checks the AEAD kept to it."""
+    message = frame(b"FIX.4.4", [(35, b"D"), (49, b"A"), (56, b"B"), (11, b"x" * 100)])
+    runner = c_runner(LyingAead(shrink), False, HEADER_TAGS)
+    with pytest.raises(SystemError, match="unexpected length"):
+        runner.seal(message, 0, 0, 1, 1 << 30, LIMIT)
+
+
+def test_a_runner_in_a_reference_cycle_is_collected(c_runner: Any) -> None:
+    import gc  # noqa: PLC0415
+    import weakref  # noqa: PLC0415
+
+    aead = ReentrantAead()
+    aead.runner = c_runner(aead, False, HEADER_TAGS)  # AEAD -> runner -> AEAD
+    gone = weakref.ref(aead)
+    del aead
+    gc.collect()
+    assert gone() is None
+
+
+def test_an_old_cryptography_without_the_into_methods_falls_back_to_python(
+    c_runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class OldAESGCM:  # what cryptography < 47 offers: encrypt/decrypt only
+        encrypt = decrypt = None
+
+    old = type("F", (), {"aead": OldAESGCM})()
+    monkeypatch.setattr(hotpath, "CIPHER_FUNCTIONS", {"AESGCM": old})
+    assert hotpath.native_runner() is None
+    monkeypatch.undo()
+    assert hotpath.native_runner() is c_runner
