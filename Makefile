@@ -10,12 +10,13 @@ QUICKFIX_VERSION := 1.16.0
 WHEELS ?= $(HOME)/.cache/fixsecure/wheels
 PYTEST_ARGS ?=
 
-.PHONY: help venv compiler lint typecheck check-static unit test test-fast test-reference sanitize fuzz demo bench quickfix sysdeps clean
+.PHONY: help venv compiler lint typecheck check-static unit test test-fast test-reference test-uvloop sanitize fuzz demo bench quickfix sysdeps clean
 
 help:
 	@echo "make demo      encrypted session against the test counterparty, shows the wire"
 	@echo "make test      ruff + mypy --strict + the whole pytest suite (interop and slow included),"
-	@echo "               the core suites again on the Python hot path, and make sanitize"
+	@echo "               the core suites again on the Python hot path and the adapters on"
+	@echo "               uvloop (make test-reference, make test-uvloop), and make sanitize"
 	@echo "make test-fast the suite without tests marked slow"
 	@echo "make sanitize  the C hot path under ASan + UBSan: differential, session and attack tests"
 	@echo "make fuzz      longer fuzzing of the decoder and handshake (FUZZ_SECONDS=600)"
@@ -68,7 +69,7 @@ unit: venv
 
 test: check-static sysdeps quickfix
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(MAKE) --no-print-directory test-reference sanitize
+	$(MAKE) --no-print-directory test-reference test-uvloop sanitize
 
 # The suites that pin the protocol down, again on the pure-Python reference of the hot path
 # (specs/hot-path.md §4): both implementations must pass every attack.
@@ -76,6 +77,11 @@ CORE_TESTS := tests/test_session.py tests/test_attacks.py tests/test_connection_
 	tests/test_transcript.py tests/test_router.py tests/test_proxy.py tests/test_hotpath.py
 test-reference: venv
 	FIXSECURE_HOTPATH=python $(BIN)/python -m pytest -q $(CORE_TESTS)
+
+# The adapters' suites again on uvloop, the event loop the proxy and counterparty use by default.
+test-uvloop: venv
+	PYTHONPATH=tests $(BIN)/python -m pytest -p uvloop_policy -q tests/test_proxy.py \
+	  tests/test_asyncio.py tests/counterparty/test_runner.py
 
 # The C hot path rebuilt with AddressSanitizer and UndefinedBehaviorSanitizer, and the tests that
 # feed it valid, cut, mutated and arbitrary bytes run on that build (PYTHONMALLOC=malloc so ASan
