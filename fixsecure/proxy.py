@@ -463,9 +463,6 @@ class _Link:
 
     # -- moving messages ------------------------------------------------------------------------
 
-    def write(self, side: str, data: bytes) -> None:
-        self.write_parts(side, [data])
-
     def write_parts(self, side: str, parts: list[bytes]) -> None:
         """Write ``parts`` in order: on uvloop in one writev, without joining them into a copy;
         elsewhere joined (asyncio's writelines skips flow control in some CPython releases,
@@ -530,7 +527,7 @@ class _Link:
         if protected:
             self.messages_out += count
             self.proxy.stats.messages_to_network += count
-            self.write(NETWORK, protected)
+            self.write_parts(NETWORK, [protected])
 
     def network_events(self, events: list[Event]) -> None:
         out: list[bytes] = []
